@@ -1,0 +1,13 @@
+"""SegResMamba and its tri-oriented Mamba layer."""
+
+from .segresmamba import SIZE_MULTIPLE, SegResMamba, check_input_shape
+from .tom import TriOrientedMamba, from_token_order, to_token_order
+
+__all__ = [
+    "SIZE_MULTIPLE",
+    "SegResMamba",
+    "TriOrientedMamba",
+    "check_input_shape",
+    "from_token_order",
+    "to_token_order",
+]

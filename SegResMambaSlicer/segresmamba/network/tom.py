@@ -1,0 +1,158 @@
+"""Tri-oriented Mamba (ToM): one Mamba layer that reads a 3D volume in three token orders.
+
+The volume's voxels become a sequence in C order (depth slowest). Mamba then runs over that
+sequence forwards, reversed, and in the inter-slice order (depth fastest), so every voxel sees
+context from all sides. The input and output projections are shared; each direction has its own
+conv1d, x_proj, dt_proj, A_log and D, named as mamba-ssm names them with the suffix ``_b``
+(reverse) or ``_s`` (inter-slice), so that one state_dict works with every scan backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..scan import selective_scan
+
+DIRECTIONS = ("", "_b", "_s")
+"""Parameter-name suffixes of the forward, reverse and inter-slice directions."""
+
+
+def to_token_order(tokens: torch.Tensor, spatial: tuple[int, int, int], suffix: str) -> torch.Tensor:
+    """Reorder (batch, channels, D*H*W) tokens from forward (C) order into a direction's order."""
+    if suffix == "":
+        return tokens
+    if suffix == "_b":
+        return tokens.flip(-1)
+    batch, channels = tokens.shape[:2]
+    depth, height, width = spatial
+    grid = tokens.reshape(batch, channels, depth, height, width)
+    return grid.permute(0, 1, 3, 4, 2).reshape(batch, channels, -1)
+
+
+def from_token_order(tokens: torch.Tensor, spatial: tuple[int, int, int], suffix: str) -> torch.Tensor:
+    """Inverse of :func:`to_token_order`: back to forward (C) order."""
+    if suffix == "":
+        return tokens
+    if suffix == "_b":
+        return tokens.flip(-1)
+    batch, channels = tokens.shape[:2]
+    depth, height, width = spatial
+    grid = tokens.reshape(batch, channels, height, width, depth)
+    return grid.permute(0, 1, 4, 2, 3).reshape(batch, channels, -1)
+
+
+class TriOrientedMamba(nn.Module):
+    """ToM(z) = Mamba(z_forward) + Mamba(z_reverse) + Mamba(z_interslice), on a 3D feature map.
+
+    Args:
+        d_model: channels of the feature map.
+        d_state: size of each channel's hidden state (n).
+        d_conv: kernel size of the causal depthwise conv1d.
+        expand: inner width d_inner = expand * d_model.
+        dt_rank: rank of the step-size projection; "auto" is ceil(d_model / 16).
+        dt_min, dt_max: range of the initial step sizes (log-uniform).
+        dt_init_floor: smallest initial step size.
+        residual: LayerNorm before and ``+ x`` after (SegMamba's newer layout); off gives the bare
+            layer.
+        scan_backend: forced selective-scan backend, or None for the best available.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        residual: bool = True,
+        scan_backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.residual = residual
+        self.scan_backend = scan_backend
+        self.norm = nn.LayerNorm(d_model) if residual else nn.Identity()
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        for suffix in DIRECTIONS:
+            conv = nn.Conv1d(
+                self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1
+            )
+            setattr(self, f"conv1d{suffix}", conv)
+            setattr(
+                self,
+                f"x_proj{suffix}",
+                nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False),
+            )
+            dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+            _init_dt_proj(dt_proj, self.dt_rank, dt_min, dt_max, dt_init_floor)
+            setattr(self, f"dt_proj{suffix}", dt_proj)
+            A_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(
+                self.d_inner, 1
+            )
+            setattr(self, f"A_log{suffix}", nn.Parameter(A_log))
+            setattr(self, f"D{suffix}", nn.Parameter(torch.ones(self.d_inner)))
+            getattr(self, f"A_log{suffix}")._no_weight_decay = True
+            getattr(self, f"D{suffix}")._no_weight_decay = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (batch, d_model, D, H, W) -> same shape."""
+        batch, channels, *spatial = x.shape
+        if channels != self.d_model:
+            raise ValueError(f"ToM expects {self.d_model} channels, got {channels}")
+        spatial = tuple(spatial)
+        length = spatial[0] * spatial[1] * spatial[2]
+        tokens = self.norm(x.flatten(2).transpose(1, 2))  # (batch, L, d_model)
+        xz = self.in_proj(tokens).transpose(1, 2)  # (batch, 2 * d_inner, L)
+        mixed = None
+        for suffix in DIRECTIONS:
+            y = self._direction(to_token_order(xz, spatial, suffix), suffix, length)
+            y = from_token_order(y, spatial, suffix)
+            mixed = y if mixed is None else mixed + y
+        out = self.out_proj(mixed.transpose(1, 2))  # (batch, L, d_model)
+        out = out.transpose(1, 2).reshape(x.shape)
+        return out + x if self.residual else out
+
+    def _direction(self, xz: torch.Tensor, suffix: str, length: int) -> torch.Tensor:
+        """One Mamba pass over (batch, 2 * d_inner, L) tokens already in this direction's order."""
+        x, z = xz.chunk(2, dim=1)
+        conv = getattr(self, f"conv1d{suffix}")
+        x = F.silu(conv(x.contiguous())[..., :length])
+        x_dbl = torch.matmul(getattr(self, f"x_proj{suffix}").weight, x)  # (batch, r + 2n, L)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt_proj = getattr(self, f"dt_proj{suffix}")
+        dt = torch.matmul(dt_proj.weight, dt)  # (batch, d_inner, L); bias added in the scan
+        A = -torch.exp(getattr(self, f"A_log{suffix}").float())
+        return selective_scan(
+            x,
+            dt,
+            A,
+            B,
+            C,
+            D=getattr(self, f"D{suffix}").float(),
+            z=z,
+            delta_bias=dt_proj.bias.float(),
+            delta_softplus=True,
+            backend=self.scan_backend,
+        )
+
+
+def _init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float, dt_max: float, floor: float):
+    """mamba-ssm's step-size initialisation: softplus(bias) log-uniform in [dt_min, dt_max]."""
+    std = dt_rank**-0.5
+    nn.init.uniform_(dt_proj.weight, -std, std)
+    dt = torch.exp(
+        torch.rand(dt_proj.out_features) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+    ).clamp(min=floor)
+    with torch.no_grad():
+        dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus

@@ -1,0 +1,121 @@
+"""The selective scan at the heart of Mamba, with interchangeable backends.
+
+``"cuda"`` is mamba-ssm's compiled kernel (Linux with an NVIDIA GPU, optional extra);
+``"torch"`` is our portable chunked scan, which runs wherever PyTorch does. Both read the same
+parameters, so one checkpoint serves every machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from .cuda_scan import load_kernel, selective_scan_cuda
+from .reference import selective_scan_reference
+from .torch_scan import selective_scan_torch
+
+__all__ = ["BACKENDS", "resolve_backend", "selective_scan", "selective_scan_reference"]
+
+BACKENDS = ("torch", "cuda")
+ENV_VAR = "SEGRESMAMBA_SCAN"
+
+_log = logging.getLogger("segresmamba")
+_announced: set[str] = set()
+_kernel = None
+_kernel_checked = False
+
+
+def _cuda_kernel():
+    global _kernel, _kernel_checked
+    if not _kernel_checked:
+        _kernel, _kernel_checked = load_kernel(), True
+    return _kernel
+
+
+def resolve_backend(backend: str | None = None, device: torch.device | str | None = None) -> str:
+    """The backend a scan on ``device`` will use.
+
+    An explicit ``backend`` wins, then ``SEGRESMAMBA_SCAN``, then the best available: ``cuda``
+    when mamba-ssm's kernel imports and the data is on a CUDA device, else ``torch``.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    requested = backend or os.environ.get(ENV_VAR, "").strip().lower() or None
+    if requested is not None and requested not in BACKENDS:
+        raise ValueError(
+            f"unknown selective-scan backend {requested!r} (from "
+            f"{'the backend argument' if backend else ENV_VAR}); choose one of {', '.join(BACKENDS)}"
+        )
+    if requested == "cuda":
+        if _cuda_kernel() is None:
+            raise RuntimeError(
+                "the cuda scan backend needs mamba-ssm's compiled kernel (pip install .[cuda]); "
+                f"it did not import. Use {ENV_VAR}=torch for the portable scan."
+            )
+        if device.type != "cuda":
+            raise RuntimeError(f"the cuda scan backend needs CUDA tensors, got {device.type}")
+        chosen = "cuda"
+    elif requested == "torch":
+        chosen = "torch"
+    else:
+        chosen = "cuda" if device.type == "cuda" and _cuda_kernel() is not None else "torch"
+    if chosen not in _announced:
+        _announced.add(chosen)
+        _log.info("selective scan backend: %s (on %s)", chosen, device.type)
+    return chosen
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Mamba's selective scan with mamba-ssm's ``selective_scan_fn`` shapes.
+
+    Args:
+        u: input sequence, (batch, d, L).
+        delta: step sizes before the optional bias and softplus, (batch, d, L).
+        A: state decay rates (negative), (d, n); the torch backend also takes (batch, d, n), which
+            lets several directions with their own A share one call.
+        B: input-to-state projections, (batch, n, L).
+        C: state-to-output projections, (batch, n, L).
+        D: skip weights, (d,).
+        z: gate, (batch, d, L); the output is multiplied by SiLU(z).
+        delta_bias: added to delta, (d,).
+        delta_softplus: apply softplus to delta (+ bias), as Mamba does.
+        backend: ``"torch"``, ``"cuda"`` or None for the best available.
+
+    Returns:
+        (batch, d, L) in u's dtype.
+    """
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if resolve_backend(backend, u.device) == "cuda":
+        return selective_scan_cuda(_cuda_kernel(), u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
+    if u.dim() != 3:
+        raise ValueError(f"u must be (batch, d, L), got shape {tuple(u.shape)}")
+    batch, d, length = u.shape
+    n = A.shape[-1]
+    expected = {
+        "delta": (delta, (batch, d, length)),
+        "A": (A, (d, n) if A.dim() == 2 else (batch, d, n)),
+        "B": (B, (batch, n, length)),
+        "C": (C, (batch, n, length)),
+        "D": (D, (d,)),
+        "z": (z, (batch, d, length)),
+        "delta_bias": (delta_bias, (d,)),
+    }
+    for name, (tensor, shape) in expected.items():
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
