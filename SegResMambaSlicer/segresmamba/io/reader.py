@@ -1,0 +1,82 @@
+"""Reading scans with their geometry: NIfTI, NRRD, MHA files and DICOM series folders."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from ..errors import SegResMambaError
+from .checks import validate_image
+
+__all__ = ["read_dicom_series", "read_image"]
+
+_log = logging.getLogger("segresmamba.io")
+
+
+def read_image(path: str | os.PathLike, check: bool = True) -> sitk.Image:
+    """Read a 3D scan from a file or a DICOM series folder, keeping size, spacing, origin and
+    direction exactly as stored (all downstream geometry is derived from them).
+
+    With ``check`` (default) the image also passes :func:`validate_image`: unreadable files,
+    2D, 4D or vector images, NaN/Inf voxels and constant images raise a one-line
+    SegResMambaError instead of failing deep inside the pipeline.
+    """
+    path = Path(path)
+    if path.is_dir():
+        image = read_dicom_series(path)
+    elif not path.exists():
+        raise SegResMambaError(f"input {path} does not exist")
+    else:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError:
+            raise SegResMambaError(
+                f"cannot read {path}: not a readable NIfTI, NRRD, MHA or DICOM image (damaged, "
+                "truncated or another format)"
+            ) from None
+    return validate_image(image, path.name) if check else image
+
+
+def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
+    """Read the DICOM series with the most files in ``folder`` (not its subfolders).
+
+    Folders often hold a localizer or a second reconstruction beside the main series; the
+    largest one is the volume a user means. The others are named in a log note.
+    """
+    folder = Path(folder)
+    try:
+        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError:
+        series_ids = ()
+    series = {
+        sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids
+    }
+    series = {sid: files for sid, files in series.items() if files}
+    if not series:
+        content = "is empty" if not any(folder.iterdir()) else "holds no DICOM series"
+        raise SegResMambaError(
+            f"input folder {folder} {content}; give a DICOM series folder or an image file "
+            "(.nii.gz, .nrrd, .mha)"
+        )
+    chosen = max(series, key=lambda sid: len(series[sid]))
+    if len(series) > 1:
+        others = ", ".join(f"{sid} ({len(f)} files)" for sid, f in series.items() if sid != chosen)
+        _log.info(
+            "%s holds %d DICOM series; reading %s (%d files), not %s",
+            folder,
+            len(series),
+            chosen,
+            len(series[chosen]),
+            others,
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(series[chosen])
+    try:
+        return reader.Execute()
+    except RuntimeError:
+        raise SegResMambaError(
+            f"cannot read the DICOM series {chosen} in {folder}: damaged or unsupported files"
+        ) from None
