@@ -28,7 +28,9 @@ class ConvMambaMixedBlock(nn.Module):
 
     def __init__(self, channels: int, second_tom: bool = True, **tom_kwargs) -> None:
         super().__init__()
-        self.reduce = conv_norm_relu(nn.Conv3d(channels, channels, 5, stride=2, padding=2), channels)
+        self.reduce = conv_norm_relu(
+            nn.Conv3d(channels, channels, 5, stride=2, padding=2), channels
+        )
         self.conv_before = conv_norm_relu(nn.Conv3d(channels, channels, 3, padding=1), channels)
         self.tom = TriOrientedMamba(channels, **tom_kwargs)
         self.conv_after = conv_norm_relu(nn.Conv3d(channels, channels, 3, padding=1), channels)

@@ -21,7 +21,9 @@ DIRECTIONS = ("", "_b", "_s")
 """Parameter-name suffixes of the forward, reverse and inter-slice directions."""
 
 
-def to_token_order(tokens: torch.Tensor, spatial: tuple[int, int, int], suffix: str) -> torch.Tensor:
+def to_token_order(
+    tokens: torch.Tensor, spatial: tuple[int, int, int], suffix: str
+) -> torch.Tensor:
     """Reorder (batch, channels, D*H*W) tokens from forward (C) order into a direction's order."""
     if suffix == "":
         return tokens
@@ -33,7 +35,9 @@ def to_token_order(tokens: torch.Tensor, spatial: tuple[int, int, int], suffix: 
     return grid.permute(0, 1, 3, 4, 2).reshape(batch, channels, -1)
 
 
-def from_token_order(tokens: torch.Tensor, spatial: tuple[int, int, int], suffix: str) -> torch.Tensor:
+def from_token_order(
+    tokens: torch.Tensor, spatial: tuple[int, int, int], suffix: str
+) -> torch.Tensor:
     """Inverse of :func:`to_token_order`: back to forward (C) order."""
     if suffix == "":
         return tokens

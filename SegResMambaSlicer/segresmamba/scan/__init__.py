@@ -98,7 +98,9 @@ def selective_scan(
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if resolve_backend(backend, u.device) == "cuda":
-        return selective_scan_cuda(_cuda_kernel(), u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_cuda(
+            _cuda_kernel(), u, delta, A, B, C, D, z, delta_bias, delta_softplus
+        )
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 

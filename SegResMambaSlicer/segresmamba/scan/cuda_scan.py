@@ -38,8 +38,20 @@ class _SelectiveScanCuda(torch.autograd.Function):
     def backward(ctx, grad_out):
         u, delta, A, B, C, D, z, delta_bias, states, out = ctx.saved_tensors
         grads = ctx.kernel.bwd(
-            u, delta, A, B[:, None], C[:, None], D, z, delta_bias, grad_out.contiguous(),
-            states, out, None, ctx.delta_softplus, False,
+            u,
+            delta,
+            A,
+            B[:, None],
+            C[:, None],
+            D,
+            z,
+            delta_bias,
+            grad_out.contiguous(),
+            states,
+            out,
+            None,
+            ctx.delta_softplus,
+            False,
         )
         du, ddelta, dA, dB, dC, dD, dbias = grads[:7]
         dz = grads[7] if ctx.has_z else None
@@ -57,8 +69,9 @@ class _SelectiveScanCuda(torch.autograd.Function):
         )
 
 
-def selective_scan_cuda(kernel, u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                        delta_softplus=False) -> torch.Tensor:
+def selective_scan_cuda(
+    kernel, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False
+) -> torch.Tensor:
     """Run mamba-ssm's kernel; A must be (d, n) as the kernel expects."""
     if A.dim() != 2:
         raise ValueError("the cuda backend takes A as (d, n); call it once per set of A")

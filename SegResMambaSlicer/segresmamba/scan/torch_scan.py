@@ -72,28 +72,80 @@ def _pick_sub_block(step: torch.Tensor, decay_rate: torch.Tensor) -> int | None:
     return None
 
 
+def _running_sum_reverse_(blocks: torch.Tensor) -> torch.Tensor:
+    """In-place reverse cumulative sum along dim 1 (each row gets the sum of itself and later rows)."""
+    for row in range(blocks.shape[1] - 2, -1, -1):
+        blocks[:, row].add_(blocks[:, row + 1])
+    return blocks
+
+
+def _doubling_scan_reverse(
+    decay: torch.Tensor, inputs: torch.Tensor, tail: torch.Tensor
+) -> torch.Tensor:
+    """``Y_k = inputs_k + decay_k Y_{k+1}`` along dim 0 from the end, ``Y_K = tail``."""
+    return _doubling_scan(decay.flip(0), inputs.flip(0), tail).flip(0)
+
+
+def _sub_block_weights(step: torch.Tensor, A: torch.Tensor, sub: int) -> torch.Tensor:
+    """``exp(A * elapsed)`` with elapsed step counted from each sub-block's start (inclusive)."""
+    blocks = step.shape[0] // sub
+    elapsed = _running_sum_(step.reshape(blocks, sub, step.shape[1]).clone())
+    return torch.mul(elapsed[..., None], A).exp_()
+
+
 def _chunk_scan(
     step: torch.Tensor, A: torch.Tensor, inputs: torch.Tensor, h0: torch.Tensor
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """States ``h_t = exp(step_t A) h_{t-1} + inputs_t`` along dim 0, starting from ``h0``.
 
     step: (T, M) >= 0 with T a multiple of ``SUB``; A: (M, n) <= 0; inputs: (T, M, n); h0: (M, n).
     Because A does not change along the sequence, ``cumsum(step * A) = A * cumsum(step)``: the
     running sum is taken over (T, M) only, and the overflow check costs next to nothing.
+
+    Returns the states (T, M, n) and the sub-block weights (K, sub, M, n) for the backward pass
+    (None when the chunk needed the doubling scan).
     """
     length, channels = step.shape
     n = A.shape[1]
     sub = _pick_sub_block(step, A.abs().amax(dim=1))
     if sub is None:
-        return _doubling_scan(torch.exp(step[..., None] * A), inputs, h0)
-    blocks = length // sub
-    elapsed = _running_sum_(step.reshape(blocks, sub, channels).clone())
-    weight = torch.mul(elapsed[..., None], A).exp_()
-    local = _running_sum_(inputs.view(blocks, sub, channels, n) / weight).mul_(weight)
+        return _doubling_scan(torch.exp(step[..., None] * A), inputs, h0), None
+    weight = _sub_block_weights(step, A, sub)
+    local = _running_sum_(inputs.view(-1, sub, channels, n) / weight).mul_(weight)
     block_end = _doubling_scan(weight[:, -1], local[:, -1], h0)
     local[0].addcmul_(weight[0], h0[None])
     local[1:].addcmul_(weight[1:], block_end[:-1, None])
-    return local.view(length, channels, n)
+    return local.view(length, channels, n), weight
+
+
+def _adjoint_scan(
+    step: torch.Tensor,
+    A: torch.Tensor,
+    weight: torch.Tensor | None,
+    adjoint_in: torch.Tensor,
+    carry: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adjoint states ``g_t = adjoint_in_t + exp(step_{t+1} A) g_{t+1}``, backwards in time.
+
+    ``carry`` is ``exp(step A) g`` of the first token of the following chunk. With the forward
+    sub-block weights w: ``g_t = (sum_{s>=t} w_s adjoint_in_s + w_end Y_next) / w_t``, where Y is
+    the carry between sub-blocks; every ratio of weights is <= 1 or bounded like the forward's.
+    Returns the adjoint states (T, M, n) and the carry for the previous chunk.
+    """
+    length, channels = step.shape
+    n = A.shape[1]
+    if weight is None:
+        shifted = torch.zeros_like(step)
+        shifted[1:] = step[1:].flip(0)
+        decay = torch.exp(shifted[..., None] * A)
+        adjoint = _doubling_scan(decay, adjoint_in.flip(0), carry).flip(0)
+        return adjoint, torch.exp(step[0, :, None] * A) * adjoint[0]
+    sub = weight.shape[1]
+    summed = _running_sum_reverse_(adjoint_in.view(-1, sub, channels, n) * weight)
+    block_carry = _doubling_scan_reverse(weight[:, -1], summed[:, 0], carry)  # Y_k per sub-block
+    summed[:-1].addcmul_(weight[:-1, -1:], block_carry[1:, None])
+    summed[-1].addcmul_(weight[-1, -1:], carry[None])
+    return summed.div_(weight).view(length, channels, n), block_carry[0]
 
 
 def _chunk_length(length: int, channels: int, n: int) -> int:
@@ -157,7 +209,7 @@ class _SelectiveScanTorch(torch.autograd.Function):
             starts.append(state)
             step, _, inputs = geo.chunk_terms(start, stop)
             tokens = stop - start
-            states = _chunk_scan(
+            states, _ = _chunk_scan(
                 step.view(tokens, channels), geo.A_flat, inputs.view(tokens, channels, geo.n), state
             )
             state = states[-1].clone()
@@ -200,6 +252,7 @@ class _SelectiveScanTorch(torch.autograd.Function):
         grad_B = torch.zeros((geo.padded, batch, n), dtype=work, device=u.device)
         grad_C = torch.zeros((geo.padded, batch, n), dtype=work, device=u.device)
         grad_A = torch.zeros((batch, d, n), dtype=work, device=u.device)
+        grad_A_flat = grad_A.view(channels, 1, n)
         carry = u.new_zeros((channels, n), dtype=work)
         chunks = geo.chunks()
         for index in range(len(chunks) - 1, -1, -1):
@@ -208,30 +261,34 @@ class _SelectiveScanTorch(torch.autograd.Function):
             step, step_u, inputs = geo.chunk_terms(start, stop)
             step_flat = step.view(tokens, channels)
             inputs = inputs.view(tokens, channels, n)
-            states = _chunk_scan(step_flat, geo.A_flat, inputs, starts[index])
+            states, weight = _chunk_scan(step_flat, geo.A_flat, inputs, starts[index])
             g_y = grad_y[start:stop]
-            C_chunk = geo.C[start:stop]
-            adjoint_in = (g_y[..., None] * C_chunk[:, :, None, :]).view(tokens, channels, n)
-            # Adjoint: grad_h_t = adjoint_in_t + exp(step_{t+1} A) grad_h_{t+1}, i.e. the same scan
-            # run backwards in time with the step sizes shifted by one token.
-            shifted = torch.zeros_like(step_flat)
-            shifted[1:] = step_flat[1:].flip(0)
-            grad_h = _chunk_scan(shifted, geo.A_flat, adjoint_in.flip(0), carry).flip(0)
-            carry = torch.exp(step_flat[0, :, None] * geo.A_flat) * grad_h[0]
-            grad_h = grad_h.view(tokens, batch, d, n)
-            states = states.view(tokens, batch, d, n)
-            grad_log = grad_h * (states - inputs.view(tokens, batch, d, n))
-            grad_A += torch.einsum("tbdn,tbd->bdn", grad_log, step)
-            grad_step_u = torch.einsum("tbdn,tbn->tbd", grad_h, geo.B[start:stop])
-            grad_step[start:stop] = torch.einsum("tbdn,bdn->tbd", grad_log, geo.A)
+            adjoint_in = (g_y[..., None] * geo.C[start:stop, :, None, :]).view(tokens, channels, n)
+            grad_h, carry = _adjoint_scan(step_flat, geo.A_flat, weight, adjoint_in, carry)
+            # d/d(step*A) of h_t = exp(step_t A) h_{t-1} + inputs_t is exp(step_t A) h_{t-1}
+            # = h_t - inputs_t: no shifted copy of the states is needed.
+            grad_log = torch.sub(states, inputs, out=inputs).mul_(grad_h)
+            rows = tokens * batch
+            # Reductions as batched matrix products over contiguous views: no permuted copies.
+            grad_A_flat += torch.bmm(step_flat.t().unsqueeze(1), grad_log.transpose(0, 1))
+            grad_step_u = torch.einsum(
+                "tbdn,tbn->tbd", grad_h.view(tokens, batch, d, n), geo.B[start:stop]
+            )
+            grad_step[start:stop] = (grad_log * geo.A_flat).sum(-1).view(tokens, batch, d)
             grad_step[start:stop] += grad_step_u * geo.u[start:stop]
             grad_u[start:stop] += grad_step_u * step
-            grad_B[start:stop] = torch.einsum("tbdn,tbd->tbn", grad_h, step_u)
-            grad_C[start:stop] = torch.einsum("tbdn,tbd->tbn", states, g_y)
+            grad_B[start:stop] = torch.bmm(step_u.view(rows, 1, d), grad_h.view(rows, d, n)).view(
+                tokens, batch, n
+            )
+            grad_C[start:stop] = torch.bmm(g_y.reshape(rows, 1, d), states.view(rows, d, n)).view(
+                tokens, batch, n
+            )
         grad_delta = _from_time_major(grad_step, geo.length)
         if ctx.delta_softplus:
             grad_delta = grad_delta * torch.sigmoid(geo.delta_raw)
-        grad_bias = grad_delta.sum(dim=(0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
+        grad_bias = (
+            grad_delta.sum(dim=(0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
+        )
         if len(ctx.a_shape) == 2:
             grad_A = grad_A.sum(0)
         return (
