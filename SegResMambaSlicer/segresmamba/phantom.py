@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["HU", "LABELS", "iter_phantoms", "make_phantom"]
+__all__ = ["DEMO_SEED", "HU", "LABELS", "iter_phantoms", "make_phantom"]
 
 LABELS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "aorta"}
 """Label value -> structure, as in the truth image."""
@@ -37,6 +37,10 @@ HU = {
 """Mean Hounsfield units of each tissue before noise (contrast-enhanced, portal-venous-like)."""
 
 NOISE_HU = 15.0
+
+DEMO_SEED = 999_999
+"""The phantom ``segresmamba demo`` segments; training and validation must not use this seed,
+so the Dice the demo prints is measured on an unseen phantom."""
 
 
 def _rotation(angles_deg: Sequence[float]) -> np.ndarray:
