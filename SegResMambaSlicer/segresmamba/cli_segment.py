@@ -1,0 +1,236 @@
+"""``segresmamba segment`` and ``segresmamba demo``: plan the cases, load the model once, run
+``segment()`` with a progress bar, write each result atomically."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SegResMambaError
+from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
+
+__all__ = ["Case", "ProgressBar", "plan_cases", "read_batch_list", "run_demo", "run_segment"]
+
+_log = logging.getLogger("segresmamba.cli")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One segmentation job: its inputs in the order given and where the result goes."""
+
+    name: str
+    inputs: tuple[str, ...]
+    output: Path
+
+
+class ProgressBar:
+    """A tqdm bar (percent, elapsed and ETA) fed by ``segment()``'s progress callback; it
+    appears with the first report, so a command that fails early prints only its error."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.label, self.quiet, self.bar = label, quiet, None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=100,
+                disable=self.quiet,
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+            )
+        self.bar.set_description_str(f"{self.label} {stage}", refresh=False)
+        self.bar.update(max(0.0, 100.0 * fraction - self.bar.n))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _case_name(path: str) -> str:
+    from .tasks import image_stem
+
+    return image_stem(Path(path.rstrip("/\\"))) or "case"
+
+
+def read_batch_list(path: str | Path) -> list[tuple[str, ...]]:
+    """Cases from a list file: one per line, inputs separated by commas or tabs; blank lines
+    and ``#`` comments skipped; relative paths are relative to the list's folder."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SegResMambaError(f"cannot read the batch list {path}: {error}") from None
+    cases = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.replace("\t", ",").split(",") if p.strip()]
+        cases.append(tuple(str(path.parent / p) if not Path(p).is_absolute() else p for p in parts))
+    if not cases:
+        raise SegResMambaError(f"the batch list {path} holds no cases")
+    return cases
+
+
+def plan_cases(args: argparse.Namespace, task) -> list[Case]:
+    """Turn -i/--batch/-o into cases, checking counts and outputs before any work starts."""
+    n_inputs = task.in_channels
+    output = Path(args.output)
+    if args.batch:
+        if args.input:
+            raise SegResMambaError("give either -i or --batch, not both")
+        groups = read_batch_list(args.batch)
+    elif not args.input:
+        raise SegResMambaError("no input: give -i IN (or --batch LIST)")
+    elif len(args.input) == n_inputs:
+        groups = [tuple(args.input)]
+    elif n_inputs == 1 and (output.is_dir() or not full_suffix(output)):
+        groups = [(path,) for path in args.input]  # a cohort into a folder
+    else:
+        names = ", ".join(spec.name for spec in task.inputs)
+        hint = "; for several cases give -o a folder" if n_inputs == 1 else ""
+        raise SegResMambaError(
+            f"task {task.name} takes {n_inputs} input image(s) per case ({names}); got "
+            f"{len(args.input)}{hint}"
+        )
+    for group in groups:
+        if len(group) != n_inputs:
+            raise SegResMambaError(
+                f"task {task.name} takes {n_inputs} input(s) per case; a case lists {len(group)}: "
+                f"{', '.join(group)}"
+            )
+    to_folder = len(groups) > 1 or args.batch or output.is_dir()
+    if not to_folder:
+        if full_suffix(output) not in LABELMAP_SUFFIXES:
+            raise SegResMambaError(
+                f"cannot write {output.name}: unknown output format; use "
+                f"{', '.join(LABELMAP_SUFFIXES)}"
+            )
+        cases = [Case(_case_name(groups[0][0]), groups[0], output)]
+    else:
+        if output.exists() and not output.is_dir():
+            raise SegResMambaError(f"-o {output} must be a folder for several cases")
+        cases = [
+            Case(_case_name(g[0]), g, output / f"{_case_name(g[0])}_{task.name}{args.format}")
+            for g in groups
+        ]
+        seen: dict[Path, str] = {}
+        for case in cases:
+            if case.output in seen:
+                raise SegResMambaError(
+                    f"two cases would both write {case.output.name} ({seen[case.output]} and "
+                    f"{case.inputs[0]}); give them distinct file names"
+                )
+            seen[case.output] = case.inputs[0]
+        if not output.is_dir():
+            try:
+                output.mkdir(parents=False)
+            except OSError as error:
+                raise SegResMambaError(
+                    f"cannot create output folder {output}: {error.strerror}"
+                ) from None
+    for case in cases:
+        check_output_path(case.output, args.overwrite)
+    return cases
+
+
+def order_inputs(task, paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Channel order: recognised by file name where the task's patterns can tell, else as given."""
+    if task.in_channels == 1:
+        return paths
+    try:
+        matched = task.match_inputs(paths)
+    except SegResMambaError as error:
+        _log.info("%s; taking the inputs in the order given", str(error).split(";")[0])
+        matched = {spec.name: path for spec, path in zip(task.inputs, paths)}
+    ordered = tuple(str(matched[spec.name]) for spec in task.inputs)
+    _log.info("inputs: %s", ", ".join(f"{n}={Path(p).name}" for n, p in matched.items()))
+    return ordered
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """The segment command: returns 0, or the exit code of the worst failed case."""
+    from .cli import exit_code_for
+    from .tasks import get_task
+
+    task = get_task(args.task)
+    cases = plan_cases(args, task)
+    model = None
+    worst = 0
+    for number, case in enumerate(cases, start=1):
+        label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
+        try:
+            model = _segment_case(args, task, case, model, label)
+        except SegResMambaError as error:
+            if len(cases) == 1:
+                raise
+            print(f"error: {case.name}: {' '.join(str(error).split())}", file=sys.stderr)
+            worst = max(worst, exit_code_for(error))
+    return worst
+
+
+def _segment_case(args, task, case: Case, model, label: str):
+    """Read (before the model loads, so bad input fails fast), segment, write; returns model."""
+    from .io import read_image, write_labelmap
+
+    paths = order_inputs(task, case.inputs)
+    images = [read_image(path) for path in paths]
+    from .inference import regions_to_labelmap, segment  # MONAI: only once inputs are good
+
+    if model is None:
+        from .weights import load_checkpoint, resolve_model
+
+        checkpoint = resolve_model(task, args.model, progress=not args.quiet)
+        model, _header = load_checkpoint(checkpoint, task=task)
+        _log.info("model %s", checkpoint)
+    started = time.perf_counter()
+    bar = ProgressBar(label, args.quiet)
+    try:
+        result = segment(
+            images,
+            task,
+            model,
+            device=args.device,
+            fast=args.fast,
+            tta=args.tta,
+            overlap=args.overlap,
+            sw_batch_size=args.sw_batch_size,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    if task.output == "sigmoid" and not args.regions:
+        result = regions_to_labelmap(result, task, args.brats_convention)
+    write_labelmap(
+        result, case.output, task, overwrite=args.overwrite, convention=args.brats_convention
+    )
+    if not args.quiet:
+        print(f"{case.name}: wrote {case.output} ({time.perf_counter() - started:.1f} s)")
+    return model
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The demo command: segment the phantom, print Dice per label and the time taken."""
+    from .demo import run_demo as demo
+
+    bar = ProgressBar("demo", args.quiet)
+    try:
+        result = demo(args.out, device=args.device, fast=args.fast, progress=bar)
+    finally:
+        bar.close()
+    width = max(len(name) for name in result.dice)
+    print(f"{'structure':<{width}}  Dice")
+    for name, value in result.dice.items():
+        print(f"{name:<{width}}  {value:.3f}")
+    print(f"{'mean':<{width}}  {result.mean_dice:.3f}")
+    print(f"segmented in {result.seconds:.1f} s on {result.device}; files in {Path(args.out)}:")
+    for path in result.paths.values():
+        print(f"  {path.name}")
+    return 0
