@@ -1,9 +1,10 @@
 """SegResMamba and its tri-oriented Mamba layer."""
 
-from .segresmamba import SIZE_MULTIPLE, SegResMamba, check_input_shape
+from .segresmamba import MIN_SIZE, SIZE_MULTIPLE, SegResMamba, check_input_shape
 from .tom import TriOrientedMamba, from_token_order, to_token_order
 
 __all__ = [
+    "MIN_SIZE",
     "SIZE_MULTIPLE",
     "SegResMamba",
     "TriOrientedMamba",

@@ -17,6 +17,9 @@ from .blocks import ConvMambaMixedBlock, Downsample, SkipMLP, UpStage
 SIZE_MULTIPLE = 32
 """Every spatial size must be a multiple of this: stem /2, three downsamplings /8, CMMB /2."""
 
+MIN_SIZE = 64
+"""Smallest spatial size: below it the deepest CMMB would instance-normalise a single voxel."""
+
 
 class EncoderStage(nn.Module):
     """Optional downsampling, a CMMB, and the stage's output conv."""
@@ -92,7 +95,7 @@ class SegResMamba(nn.Module):
                 module.scan_backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (batch, in_channels, D, H, W), each of D, H, W a multiple of 32 -> logits."""
+        """x: (batch, in_channels, D, H, W), each of D, H, W a multiple of 32, >= 64 -> logits."""
         check_input_shape(x.shape, self.in_channels)
         features = self.stem(x)
         skips = []
@@ -115,11 +118,11 @@ def check_input_shape(shape: Sequence[int], in_channels: int) -> None:
     if shape[1] != in_channels:
         raise ValueError(f"this SegResMamba takes {in_channels} input channel(s), got {shape[1]}")
     spatial = tuple(int(s) for s in shape[2:])
-    if any(s % SIZE_MULTIPLE or s == 0 for s in spatial):
-        down = tuple(max(SIZE_MULTIPLE, s // SIZE_MULTIPLE * SIZE_MULTIPLE) for s in spatial)
-        up = tuple(-(-s // SIZE_MULTIPLE) * SIZE_MULTIPLE for s in spatial)
+    if any(s % SIZE_MULTIPLE or s < MIN_SIZE for s in spatial):
+        down = tuple(max(MIN_SIZE, s // SIZE_MULTIPLE * SIZE_MULTIPLE) for s in spatial)
+        up = tuple(max(MIN_SIZE, -(-s // SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in spatial)
         raise ValueError(
-            f"SegResMamba needs every spatial size to be a multiple of {SIZE_MULTIPLE}; got "
-            f"{spatial}. Nearest sizes that work: {down} or {up} (pad or crop the input, or use "
-            f"sliding-window inference with such a patch size)"
+            f"SegResMamba needs every spatial size to be a multiple of {SIZE_MULTIPLE} and at "
+            f"least {MIN_SIZE}; got {spatial}. Nearest sizes that work: {down} or {up} (pad or "
+            f"crop the input, or use sliding-window inference with such a patch size)"
         )
