@@ -11,7 +11,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from ..network import SIZE_MULTIPLE
+from ..network import MIN_SIZE, SIZE_MULTIPLE
 from .device import autocast, is_out_of_memory
 
 __all__ = ["count_windows", "predict", "window_size"]
@@ -26,10 +26,11 @@ STITCH_ON_CPU_BYTES = 1 << 30
 
 
 def window_size(patch_size: Sequence[int], image_size: Sequence[int]) -> tuple[int, ...]:
-    """The task's patch, shrunk to the image (rounded up to a multiple of 32) where the image is
-    smaller: no compute is spent on padding, and every window is a size the network takes."""
+    """The task's patch, shrunk to the image (rounded up to a multiple of 32, at least the
+    network's minimum) where the image is smaller: less compute on padding, and every window a
+    size the network takes."""
     return tuple(
-        min(int(p), math.ceil(int(s) / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+        min(int(p), max(MIN_SIZE, math.ceil(int(s) / SIZE_MULTIPLE) * SIZE_MULTIPLE))
         for p, s in zip(patch_size, image_size)
     )
 
