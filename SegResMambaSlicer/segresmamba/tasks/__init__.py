@@ -1,0 +1,151 @@
+"""The task registry: ``tasks.json`` (checked against ``tasks.schema.json``) as Task objects.
+
+One data file says, for every task, which images go in, in which channel order, what comes out,
+the colours and SNOMED CT codes of each label, the preprocessing and the network size. Training,
+inference, the CLI and the Slicer module all read it from here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ..errors import RegistryError, UnknownTaskError
+from .labelmap import CONVENTIONS, Labelmap, LabelmapLabel
+from .types import Code, InputSpec, Label, Task, Terminology, image_stem
+
+__all__ = [
+    "CONVENTIONS",
+    "TASKS_JSON",
+    "TASKS_SCHEMA_JSON",
+    "Code",
+    "InputSpec",
+    "Label",
+    "Labelmap",
+    "LabelmapLabel",
+    "Task",
+    "Terminology",
+    "get_task",
+    "image_stem",
+    "list_tasks",
+    "load_tasks",
+]
+
+TASKS_JSON = Path(__file__).with_name("tasks.json")
+TASKS_SCHEMA_JSON = Path(__file__).with_name("tasks.schema.json")
+
+
+def list_tasks() -> list[Task]:
+    """Every task in the registry, in file order."""
+    return load_tasks(TASKS_JSON)
+
+
+def get_task(name: str | Task) -> Task:
+    """The task called ``name`` (a Task is returned as is).
+
+    Raises UnknownTaskError, listing the known names, for a name the registry does not know.
+    """
+    if isinstance(name, Task):
+        return name
+    tasks = list_tasks()
+    for task in tasks:
+        if task.name == name:
+            return task
+    known = ", ".join(task.name for task in tasks)
+    raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known}")
+
+
+def load_tasks(path: str | Path = TASKS_JSON) -> list[Task]:
+    """Read, validate and build the tasks of a registry file (fresh objects on every call).
+
+    Raises RegistryError naming the file and the first problem when it does not validate.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise RegistryError(f"task registry {path} cannot be read: {error.strerror}") from None
+    data = copy.deepcopy(_validated(str(path), stat.st_mtime_ns, stat.st_size))
+    return [_build_task(item) for item in data["tasks"]]
+
+
+@functools.lru_cache(maxsize=8)
+def _validated(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
+    """Parse and check one registry file; cached per path, modification time and size."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise RegistryError(f"task registry {path} cannot be read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise RegistryError(f"task registry {path} is not valid JSON: {error}") from None
+    schema = json.loads(TASKS_SCHEMA_JSON.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(data)
+    )
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise RegistryError(f"task registry {path} is invalid at {where}: {error.message}")
+    problems = [p for item in data["tasks"] for p in _semantic_problems(item)]
+    names = [item["name"] for item in data["tasks"]]
+    problems += [f"task name {n!r} is used twice" for n in sorted(set(names)) if names.count(n) > 1]
+    if problems:
+        raise RegistryError(f"task registry {path} is invalid: {'; '.join(problems)}")
+    return data
+
+
+def _semantic_problems(item: dict[str, Any]) -> list[str]:
+    """What the schema cannot say: label values, channel order, widths, labelmap rules."""
+    name, labels = item["name"], item["labels"]
+    problems = []
+    values = [label["value"] for label in labels]
+    first = 0 if item["output"] == "softmax" else 1
+    if values != list(range(first, first + len(values))):
+        problems.append(
+            f"{name}: label values must run {first}, {first + 1}, ... in channel order; got {values}"
+        )
+    if item["output"] == "softmax" and labels[0]["name"] != "background":
+        problems.append(f"{name}: softmax label 0 must be background")
+    if item["output"] == "sigmoid" and "labelmap" not in item:
+        problems.append(f"{name}: sigmoid tasks need labelmap rules")
+    input_names = [spec["name"] for spec in item["inputs"]]
+    if len(set(input_names)) != len(input_names):
+        problems.append(f"{name}: input names must be unique; got {input_names}")
+    widths = item["network"].get("widths")
+    if widths and any(b != 2 * a for a, b in zip(widths, widths[1:])):
+        problems.append(f"{name}: network widths must each be twice the last; got {widths}")
+    if "labelmap" in item:
+        regions = tuple(label.get("abbreviation", "") for label in labels)
+        problems += Labelmap.from_dict(item["labelmap"], regions).check(name)
+    return problems
+
+
+def _build_task(item: dict[str, Any]) -> Task:
+    labels = tuple(Label.from_dict(label) for label in item["labels"])
+    labelmap = None
+    if "labelmap" in item:
+        regions = tuple(label.abbreviation or "" for label in labels)
+        labelmap = Labelmap.from_dict(item["labelmap"], regions)
+    return Task(
+        name=item["name"],
+        title=item["title"],
+        description=item["description"],
+        modality=item["modality"],
+        inputs=tuple(
+            InputSpec(s["name"], s["description"], tuple(s["name_patterns"]))
+            for s in item["inputs"]
+        ),
+        output=item["output"],
+        labels=labels,
+        spacing_mm=tuple(float(v) for v in item["spacing_mm"]),  # type: ignore[arg-type]
+        fast_spacing_mm=tuple(float(v) for v in item["fast_spacing_mm"]),  # type: ignore[arg-type]
+        patch_size=tuple(int(v) for v in item["patch_size"]),  # type: ignore[arg-type]
+        intensity=dict(item["intensity"]),
+        network=dict(item["network"]),
+        labelmap=labelmap,
+        dataset=item.get("dataset", ""),
+    )
