@@ -1,0 +1,234 @@
+"""Offline import and end-to-end verification of checkpoints in the cache.
+
+Many sites have no internet: ``import_model`` takes a checkpoint carried in by hand, as a
+``.safetensors`` file or a ``.zip`` holding exactly one, checks it as a download is checked
+(SHA-256 against the registry when the registry knows the model, header and weights must load)
+and renames it into the cache. ``verify_model`` re-checks a cached model or any checkpoint file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import CheckpointError, DownloadError, ModelNotAvailableError
+from ._files import CHUNK, land, sha256_file, temporary_beside
+from .checkpoint import load_checkpoint, read_header
+from .registry import NAME_PATTERN, ModelInfo, list_models, models_dir
+
+MAX_IMPORT_BYTES = 8 << 30
+"""Largest member accepted from a zip whose model the registry does not size (zip-bomb guard)."""
+
+
+def import_model(
+    file_or_zip: str | os.PathLike, name: str | None = None, *, overwrite: bool = False
+) -> Path:
+    """Copy a checkpoint carried in by hand (``.safetensors``, or a ``.zip`` holding exactly one)
+    into the cache, for sites without internet. Returns its path in the cache.
+
+    Without ``name`` the file becomes the registry model whose SHA-256 it has, else the default
+    registry model of its header's task, else a model named after the file. A registry model with
+    a published SHA-256 only accepts that exact file. The checkpoint must load (header and weights)
+    before it is renamed into place; an existing different file is replaced only with
+    ``overwrite=True``. Raises DownloadError naming the problem.
+    """
+    source = Path(file_or_zip)
+    if not source.is_file():
+        raise DownloadError(f"cannot import {source}: no such file")
+    suffix = source.suffix.lower()
+    is_zip = suffix == ".zip" or (suffix != ".safetensors" and zipfile.is_zipfile(source))
+    if not is_zip and suffix != ".safetensors":
+        raise DownloadError(
+            f"cannot import {source.name}: give a .safetensors checkpoint or a .zip holding one"
+        )
+    if name is not None and not NAME_PATTERN.match(name):
+        raise DownloadError(f"model name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    registry = {m.name: m for m in list_models()}
+    wanted = registry.get(name) if name else None
+    with temporary_beside(models_dir() / ".import") as temporary:
+        if is_zip:
+            _extract_single(source, temporary, wanted.filename if wanted else None, wanted)
+        else:
+            shutil.copyfile(source, temporary)
+        try:
+            header = read_header(temporary)
+        except CheckpointError as error:
+            raise DownloadError(_import_failure(source, temporary, error)) from None
+        digest, size = sha256_file(temporary), temporary.stat().st_size
+        info = wanted or _choose_entry(name, header["task"], digest, registry)
+        if info is not None:
+            _check_against_registry(info, header["task"], digest, size, source.name)
+            final = info.cached_path()
+        else:
+            final = models_dir() / f"{name or _safe_stem(source)}.safetensors"
+        try:
+            load_checkpoint(temporary, task=header["task"])
+        except CheckpointError as error:
+            raise DownloadError(_import_failure(source, temporary, error)) from None
+        if final.exists():
+            if sha256_file(final) == digest:
+                return final
+            if not overwrite:
+                raise DownloadError(
+                    f"a different checkpoint is already imported as {final.name}; pass "
+                    "overwrite=True (--overwrite) to replace it"
+                )
+        return land(temporary, final)
+
+
+def _import_failure(source: Path, temporary: Path, error: Exception) -> str:
+    return f"cannot import {source.name}: " + str(error).replace(temporary.name, source.name)
+
+
+def _choose_entry(
+    name: str | None, task: str, digest: str, registry: dict[str, ModelInfo]
+) -> ModelInfo | None:
+    if name is not None:
+        return None  # a name the registry does not know: a custom model
+    for info in registry.values():
+        if info.sha256 == digest:
+            return info
+    defaults = sorted((m for m in registry.values() if m.task == task), key=lambda m: not m.default)
+    return defaults[0] if defaults else None
+
+
+def _check_against_registry(info: ModelInfo, task: str, digest: str, size: int, shown: str) -> None:
+    if info.task != task:
+        raise DownloadError(
+            f"cannot import {shown}: it is a {task} checkpoint, model {info.name} is for {info.task}"
+        )
+    if info.sha256 is not None and (digest != info.sha256 or size != info.size):
+        raise DownloadError(
+            f"cannot import {shown} as model {info.name}: its sha256 {digest} is not the published "
+            f"{info.sha256}; the file is damaged or a different checkpoint (import your own "
+            "checkpoints under a name of your choosing)"
+        )
+
+
+def _extract_single(
+    archive: Path, target: Path, expected: str | None, info: ModelInfo | None
+) -> None:
+    """Copy the one checkpoint out of a zip, refusing unsafe names, extra or missing members."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            for member in zf.infolist():
+                if _unsafe(member.filename):
+                    raise DownloadError(
+                        f"{archive.name} holds an unsafe member name {member.filename!r}; refused"
+                    )
+            names = [m.filename for m in members]
+            want = expected or next((n for n in names if n.lower().endswith(".safetensors")), None)
+            if want is None or want not in names:
+                raise DownloadError(
+                    f"{archive.name} lacks the expected member {expected or '*.safetensors'} "
+                    f"(it holds: {', '.join(names) or 'nothing'})"
+                )
+            extra = [n for n in names if n != want]
+            if extra:
+                raise DownloadError(
+                    f"{archive.name} holds unexpected member(s) {', '.join(extra)}; it must hold "
+                    f"exactly one checkpoint ({want})"
+                )
+            member = members[names.index(want)]
+            limit = info.size if info and info.size else MAX_IMPORT_BYTES
+            if member.file_size > limit:
+                raise DownloadError(
+                    f"{archive.name}: {want} is larger than expected ({member.file_size} bytes)"
+                )
+            with zf.open(member) as src, open(target, "wb") as out:
+                copied = 0
+                for block in iter(lambda: src.read(CHUNK), b""):
+                    copied += len(block)
+                    if copied > limit:
+                        raise DownloadError(
+                            f"{archive.name}: {want} unpacks to more than {limit} bytes"
+                        )
+                    out.write(block)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as error:
+        raise DownloadError(f"cannot read {archive.name} as a zip: {error}") from None
+
+
+def _unsafe(member: str) -> bool:
+    path = PurePosixPath(member)
+    return (
+        member.startswith(("/", "\\"))
+        or "\\" in member
+        or ":" in member
+        or any(part == ".." for part in path.parts)
+    )
+
+
+def _safe_stem(path: Path) -> str:
+    stem = "".join(
+        c if c.isalnum() or c in "._-" else "-" for c in path.name.removesuffix(path.suffix)
+    )
+    return stem.strip(".-") or "imported"
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A checkpoint that passed :func:`verify_model`."""
+
+    path: Path
+    name: str | None
+    task: str
+    sha256: str
+    size: int
+    header: dict[str, Any]
+
+
+def verify_model(name_or_path: str | os.PathLike) -> VerifiedModel:
+    """Check a registry model (by name) or a checkpoint file end to end.
+
+    Size and SHA-256 against the registry when it knows the model, then the header and every
+    weight must load. Raises CheckpointError (corrupt, modified, wrong network) or
+    ModelNotAvailableError (no file) naming the problem.
+    """
+    path, info = _locate(name_or_path)
+    size, digest = path.stat().st_size, sha256_file(path)
+    if info is None:
+        info = next((m for m in list_models() if m.sha256 == digest), None)
+    if (
+        info is not None
+        and info.sha256 is not None
+        and (digest != info.sha256 or size != info.size)
+    ):
+        raise CheckpointError(
+            f"{path} does not match model {info.name} in the registry (sha256 {digest}, size "
+            f"{size}; expected {info.sha256}, {info.size}): the file is corrupt or modified; "
+            "delete it and download or import it again"
+        )
+    _, header = load_checkpoint(path, task=info.task if info else None)
+    return VerifiedModel(path, info.name if info else None, header["task"], digest, size, header)
+
+
+def _locate(name_or_path: str | os.PathLike) -> tuple[Path, ModelInfo | None]:
+    text = os.fspath(name_or_path)
+    if (
+        not isinstance(name_or_path, os.PathLike)
+        and NAME_PATTERN.match(text)
+        and not text.endswith(".safetensors")
+    ):
+        registry = {m.name: m for m in list_models()}
+        if text in registry:
+            info = registry[text]
+            path = info.local_path()
+            if path is None:
+                raise ModelNotAvailableError(
+                    f"model {text} is not in the cache ({info.cached_path()}); download or import it first"
+                )
+            return path, info
+        imported = models_dir() / f"{text}.safetensors"
+        if imported.is_file():
+            return imported, None
+        if not Path(text).is_file():
+            raise ModelNotAvailableError(f"no model or file called {text!r}")
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ModelNotAvailableError(f"checkpoint file {path} does not exist")
+    return path, None
