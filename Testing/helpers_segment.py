@@ -14,29 +14,32 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from segresmamba import SegResMamba
 from segresmamba.network import check_input_shape
 from segresmamba.tasks import get_task
 from segresmamba.weights import make_header, save_checkpoint
-from torch import nn
 
 TINY_WIDTHS = (8, 16, 32, 64)
 
 
 class ThresholdNet(nn.Module):
-    """Logits that make voxel label = number of ``thresholds`` below the (normalised) first
-    channel. Takes only sizes SegResMamba takes, so it checks the pipeline's padding too."""
+    """Logits that make voxel label = number of ``thresholds`` below the (normalised) value of
+    input ``channel``. Takes only sizes SegResMamba takes, so it checks the pipeline's padding too."""
 
-    def __init__(self, thresholds: Sequence[float], out_channels: int, in_channels: int = 1):
+    def __init__(
+        self, thresholds: Sequence[float], out_channels: int, in_channels: int = 1, channel: int = 0
+    ):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.channel = in_channels, out_channels, channel
         self.register_buffer("thresholds", torch.tensor(sorted(thresholds), dtype=torch.float32))
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_shape(x.shape, self.in_channels)
         self.calls += 1
-        labels = torch.bucketize(x[:, 0].contiguous(), self.thresholds).clamp(
+        labels = torch.bucketize(x[:, self.channel].contiguous(), self.thresholds).clamp(
             max=self.out_channels - 1
         )
         return 10.0 * F.one_hot(labels, self.out_channels).permute(0, 4, 1, 2, 3).float()
@@ -70,3 +73,8 @@ def rotation(degrees_xyz: Sequence[float]) -> np.ndarray:
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+def window_ct(hu: np.ndarray, a_min: float = -175.0, a_max: float = 250.0) -> np.ndarray:
+    """The CT window of the abdominal tasks, as the pipeline applies it."""
+    return np.clip((hu.astype(np.float64) - a_min) / (a_max - a_min), 0.0, 1.0)
