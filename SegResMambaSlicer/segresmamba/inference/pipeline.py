@@ -35,6 +35,13 @@ Progress = Callable[[str, float], None]
 """``progress(stage, fraction)``: stage is "preparing", "segmenting", "restoring" or "done";
 fraction (0..1) is the share of the whole ``segment()`` call done, for a bar with an ETA."""
 
+TIE_BREAK_MM = (1e-3, 2e-3, 3e-3)
+"""A one-micrometre nudge for nearest-neighbour lookups back onto the input grid. Input voxel
+centres often fall exactly halfway between working voxels (3 mm input, 1.5 mm working), and
+rounding such ties in index space goes opposite ways for opposite axis orders, so the same
+scan stored LPS or PIR could get labels one working voxel apart. Nudging in physical space
+breaks every tie the same way whatever the file's layout."""
+
 STAGES = {"preparing": (0.0, 0.05), "segmenting": (0.05, 0.95), "restoring": (0.95, 1.0)}
 
 
@@ -171,9 +178,8 @@ def segment(
     del probabilities
     working = label_image_from_array(labels, affine)
     reference = inputs[0]
-    result = sitk.Resample(
-        working, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
-    )
+    nudge = sitk.TranslationTransform(3, TIE_BREAK_MM)
+    result = sitk.Resample(working, reference, nudge, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     if task.output == "sigmoid":
         packed = sitk.GetArrayViewFromImage(result)
         components = [
