@@ -233,8 +233,14 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main  # lazily: it pulls in timing and peer models
-
+    try:
+        from .bench import main as bench_main  # lazily: it pulls in timing and peer models
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.bench":
+            raise
+        raise SegResMambaError(
+            "the benchmark (segresmamba.bench) is not part of this installation"
+        ) from None
     return int(bench_main(list(args.bench_args)) or 0)
 
 
@@ -267,11 +273,18 @@ def _configure_logging(quiet: bool, debug: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see EXIT_CODES)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    flags = [a for a in argv[:2] if a in ("-q", "--quiet", "--debug")]
+    bench_args = None
+    if argv[len(flags) : len(flags) + 1] == ["bench"]:  # everything after it is bench's own
+        argv, bench_args = argv[: len(flags) + 1], argv[len(flags) + 1 :]
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, --version, usage errors
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    if bench_args is not None:
+        args.bench_args = bench_args
     args.quiet = getattr(args, "quiet", False)
     args.debug = getattr(args, "debug", False)
     _configure_logging(args.quiet, args.debug)
