@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     seg.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="for front ends that run this command (the 3D Slicer module): progress as one JSON "
+        'object per line on stderr, {"event": "progress", "case", "stage", "fraction", '
+        '"elapsed_s"}, instead of the progress bar',
+    )
+    seg.add_argument(
         "--regions",
         action="store_true",
         help="sigmoid tasks (BraTS): write the overlapping regions (TC, WT, ET) instead of the "

@@ -13,7 +13,15 @@ from pathlib import Path
 from .errors import SegResMambaError
 from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
 
-__all__ = ["Case", "ProgressBar", "plan_cases", "read_batch_list", "run_demo", "run_segment"]
+__all__ = [
+    "Case",
+    "JsonProgress",
+    "ProgressBar",
+    "plan_cases",
+    "read_batch_list",
+    "run_demo",
+    "run_segment",
+]
 
 _log = logging.getLogger("segresmamba.cli")
 
@@ -51,6 +59,38 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class JsonProgress:
+    """``--progress-json``: one JSON object per line on stderr for a front end that runs the
+    command in a subprocess (the Slicer module parses these instead of a redrawn tqdm bar).
+
+    Lines: ``{"event": "progress", "case": ..., "stage": ..., "fraction": 0..1, "elapsed_s": ...}``,
+    written on every stage change and at least every whole percent, flushed at once.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label, self.started = label, time.perf_counter()
+        self.last: tuple[str, float] | None = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        import json
+
+        fraction = min(1.0, max(0.0, float(fraction)))
+        if self.last and self.last[0] == stage and fraction - self.last[1] < 0.01 < 1.0 - fraction:
+            return
+        self.last = (stage, fraction)
+        line = {
+            "event": "progress",
+            "case": self.label,
+            "stage": stage,
+            "fraction": round(fraction, 4),
+            "elapsed_s": round(time.perf_counter() - self.started, 2),
+        }
+        print(json.dumps(line), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
 
 
 def _case_name(path: str) -> str:
@@ -191,7 +231,11 @@ def _segment_case(args, task, case: Case, model, label: str):
         model, _header = load_checkpoint(checkpoint, task=task)
         _log.info("model %s", checkpoint)
     started = time.perf_counter()
-    bar = ProgressBar(label, args.quiet)
+    bar = (
+        JsonProgress(label)
+        if getattr(args, "progress_json", False)
+        else ProgressBar(label, args.quiet)
+    )
     try:
         result = segment(
             images,
