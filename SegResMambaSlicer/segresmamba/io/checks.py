@@ -7,7 +7,14 @@ import SimpleITK as sitk
 
 from ..errors import SegResMambaError
 
-__all__ = ["validate_image"]
+__all__ = ["non_finite_message", "validate_image"]
+
+
+def non_finite_message(name: str, count: int) -> str:
+    return (
+        f"{name} has {count} NaN or infinite voxel(s); replace them (e.g. with the background "
+        "value) before segmenting"
+    )
 
 
 def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
@@ -41,10 +48,7 @@ def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
     if np.issubdtype(voxels.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(voxels)))
         if bad:
-            raise SegResMambaError(
-                f"{name} has {bad} NaN or infinite voxel(s); replace them (e.g. with the "
-                "background value) before segmenting"
-            )
+            raise SegResMambaError(non_finite_message(name, bad))
     low, high = voxels.min(), voxels.max()
     if low == high:
         raise SegResMambaError(

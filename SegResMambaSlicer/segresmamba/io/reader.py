@@ -6,10 +6,11 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from ..errors import SegResMambaError
-from .checks import validate_image
+from .checks import non_finite_message, validate_image
 
 __all__ = ["read_dicom_series", "read_image"]
 
@@ -37,7 +38,26 @@ def read_image(path: str | os.PathLike, check: bool = True) -> sitk.Image:
                 f"cannot read {path}: not a readable NIfTI, NRRD, MHA or DICOM image (damaged, "
                 "truncated or another format)"
             ) from None
+        if check and path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_finite(path)
     return validate_image(image, path.name) if check else image
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK's NIfTI reader silently turns NaN and Inf voxels into 0, so a damaged float volume
+    would be segmented as if it were fine; look at the stored values with nibabel instead."""
+    import nibabel
+
+    try:
+        stored = nibabel.load(str(path))
+        if not np.issubdtype(stored.get_data_dtype(), np.floating):
+            return
+        voxels = np.asanyarray(stored.dataobj)
+    except Exception:  # ITK read it; a nibabel quirk must not block a readable file
+        return
+    bad = int(np.count_nonzero(~np.isfinite(voxels)))
+    if bad:
+        raise SegResMambaError(non_finite_message(path.name, bad))
 
 
 def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
