@@ -7,7 +7,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from segresmamba import SegResMamba, TriOrientedMamba
-from segresmamba.network import SIZE_MULTIPLE, from_token_order, to_token_order
+from segresmamba.network import (
+    SIZE_MULTIPLE,
+    causal_conv_silu,
+    from_token_order,
+    to_token_order,
+)
 
 SPEC_TOM_KEYS = {
     "norm.weight",
@@ -134,7 +139,7 @@ def test_safetensors_round_trip_gives_identical_outputs(tmp_path):
 @pytest.mark.parametrize("suffix", ["", "_b", "_s"])
 def test_token_orders_are_exact_inverses(suffix):
     spatial = (3, 4, 5)
-    tokens = torch.randn(2, 6, 60)
+    tokens = torch.randn(2, 60, 6)  # (batch, L, channels)
     reordered = to_token_order(tokens, spatial, suffix)
     assert torch.equal(from_token_order(reordered, spatial, suffix), tokens)
     if suffix:
@@ -144,11 +149,22 @@ def test_token_orders_are_exact_inverses(suffix):
 def test_interslice_order_runs_depth_fastest():
     depth, height, width = 3, 4, 5
     grid = torch.arange(depth * height * width).reshape(1, 1, depth, height, width)
-    order = to_token_order(grid.flatten(2), (depth, height, width), "_s")[0, 0]
+    tokens = grid.flatten(2).transpose(1, 2)  # C order, depth slowest
+    order = to_token_order(tokens, (depth, height, width), "_s")[0, :, 0]
     # Consecutive tokens walk through depth at a fixed (h, w): C-order indices step by H*W.
     assert order[:depth].tolist() == [d * height * width for d in range(depth)]
     assert order[depth].item() == 1  # then the next w
-    assert to_token_order(grid.flatten(2), (depth, height, width), "_b")[0, 0, 0] == 59
+    assert to_token_order(tokens, (depth, height, width), "_b")[0, 0, 0] == 59
+
+
+def test_causal_conv_matches_mamba_conv1d():
+    """Token-major conv equals mamba-ssm's channels-first Conv1d(padding=K-1)[..., :L] + SiLU."""
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3)
+    x = torch.randn(2, 6, 50)
+    expected = torch.nn.functional.silu(conv(x)[..., :50])
+    got = causal_conv_silu(x.transpose(1, 2), conv)
+    torch.testing.assert_close(got.transpose(1, 2), expected)
+    assert got.is_contiguous()
 
 
 def test_tom_without_residual_runs():

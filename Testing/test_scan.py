@@ -18,9 +18,9 @@ CHUNK_TOKENS = 64
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Make every chunk CHUNK_TOKENS long for batch 2, d 5, n 16 (M * n = 160 elements a token)."""
-    monkeypatch.setattr(torch_scan, "CHUNK_ELEMENTS", CHUNK_TOKENS * 2 * 5 * 16)
-    assert torch_scan._chunk_length(10_000, 2 * 5, 16) == CHUNK_TOKENS
+    """Make every chunk CHUNK_TOKENS long for d 5, n 16."""
+    monkeypatch.setattr(torch_scan, "CHUNK_ELEMENTS", CHUNK_TOKENS * 5 * 16)
+    assert torch_scan._chunk_length(5, 16) == CHUNK_TOKENS
 
 
 def make_inputs(batch, d, n, length, dt_scale=1.0, seed=0):

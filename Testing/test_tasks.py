@@ -241,3 +241,11 @@ def test_regions_that_are_not_nested_still_give_enhancing_tumour() -> None:
     regions[1, 1] = True  # WT alone
     regions[0, 2] = True  # TC alone
     assert labelmap.from_regions(regions).tolist() == [3, 2, 1, 0]
+
+
+def test_ct_tasks_use_the_issue_window():
+    """CT tasks clip -175..250 HU and scale to 0..1 (the project's spec for btcv and spleen)."""
+    for name in ("btcv", "spleen", "phantom"):
+        intensity = get_task(name).intensity
+        assert (intensity["a_min"], intensity["a_max"]) == (-175, 250), name
+        assert (intensity["b_min"], intensity["b_max"]) == (0.0, 1.0), name

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..scan import selective_scan
+from ..scan import selective_scan_tokens
 
 DIRECTIONS = ("", "_b", "_s")
 """Parameter-name suffixes of the forward, reverse and inter-slice directions."""
@@ -24,15 +24,15 @@ DIRECTIONS = ("", "_b", "_s")
 def to_token_order(
     tokens: torch.Tensor, spatial: tuple[int, int, int], suffix: str
 ) -> torch.Tensor:
-    """Reorder (batch, channels, D*H*W) tokens from forward (C) order into a direction's order."""
+    """Reorder (batch, D*H*W, channels) tokens from forward (C) order into a direction's order."""
     if suffix == "":
         return tokens
     if suffix == "_b":
-        return tokens.flip(-1)
-    batch, channels = tokens.shape[:2]
+        return tokens.flip(1)
+    batch, _, channels = tokens.shape
     depth, height, width = spatial
-    grid = tokens.reshape(batch, channels, depth, height, width)
-    return grid.permute(0, 1, 3, 4, 2).reshape(batch, channels, -1)
+    grid = tokens.reshape(batch, depth, height, width, channels)
+    return grid.permute(0, 2, 3, 1, 4).reshape(batch, -1, channels)
 
 
 def from_token_order(
@@ -42,11 +42,22 @@ def from_token_order(
     if suffix == "":
         return tokens
     if suffix == "_b":
-        return tokens.flip(-1)
-    batch, channels = tokens.shape[:2]
+        return tokens.flip(1)
+    batch, _, channels = tokens.shape
     depth, height, width = spatial
-    grid = tokens.reshape(batch, channels, height, width, depth)
-    return grid.permute(0, 1, 4, 2, 3).reshape(batch, channels, -1)
+    grid = tokens.reshape(batch, height, width, depth, channels)
+    return grid.permute(0, 3, 1, 2, 4).reshape(batch, -1, channels)
+
+
+def causal_conv_silu(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) tensors.
+
+    The conv runs channels-first on a transposed view; the result comes back token-major and
+    contiguous, the layout the projections and the scan read fastest.
+    """
+    length = x.shape[1]
+    out = F.silu(conv(x.transpose(1, 2))[..., :length])
+    return out.transpose(1, 2).contiguous()
 
 
 class TriOrientedMamba(nn.Module):
@@ -115,29 +126,27 @@ class TriOrientedMamba(nn.Module):
         if channels != self.d_model:
             raise ValueError(f"ToM expects {self.d_model} channels, got {channels}")
         spatial = tuple(spatial)
-        length = spatial[0] * spatial[1] * spatial[2]
-        tokens = self.norm(x.flatten(2).transpose(1, 2))  # (batch, L, d_model)
-        xz = self.in_proj(tokens).transpose(1, 2)  # (batch, 2 * d_inner, L)
+        # Token-major (batch, L, channels) throughout: the layout nn.Linear and the scan share.
+        tokens = self.norm(x.flatten(2).transpose(1, 2))
+        xz = self.in_proj(tokens)  # (batch, L, 2 * d_inner)
         mixed = None
         for suffix in DIRECTIONS:
-            y = self._direction(to_token_order(xz, spatial, suffix), suffix, length)
+            y = self._direction(to_token_order(xz, spatial, suffix), suffix)
             y = from_token_order(y, spatial, suffix)
             mixed = y if mixed is None else mixed + y
-        out = self.out_proj(mixed.transpose(1, 2))  # (batch, L, d_model)
-        out = out.transpose(1, 2).reshape(x.shape)
+        out = self.out_proj(mixed).transpose(1, 2).reshape(x.shape)
         return out + x if self.residual else out
 
-    def _direction(self, xz: torch.Tensor, suffix: str, length: int) -> torch.Tensor:
-        """One Mamba pass over (batch, 2 * d_inner, L) tokens already in this direction's order."""
-        x, z = xz.chunk(2, dim=1)
-        conv = getattr(self, f"conv1d{suffix}")
-        x = F.silu(conv(x.contiguous())[..., :length])
-        x_dbl = torch.matmul(getattr(self, f"x_proj{suffix}").weight, x)  # (batch, r + 2n, L)
-        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+    def _direction(self, xz: torch.Tensor, suffix: str) -> torch.Tensor:
+        """One Mamba pass over (batch, L, 2 * d_inner) tokens already in this direction's order."""
+        x, z = xz.split(self.d_inner, dim=-1)
+        x = causal_conv_silu(x, getattr(self, f"conv1d{suffix}"))
+        x_dbl = F.linear(x, getattr(self, f"x_proj{suffix}").weight)  # (batch, L, r + 2n)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt_proj = getattr(self, f"dt_proj{suffix}")
-        dt = torch.matmul(dt_proj.weight, dt)  # (batch, d_inner, L); bias added in the scan
+        dt = F.linear(dt, dt_proj.weight)  # (batch, L, d_inner); the bias is added in the scan
         A = -torch.exp(getattr(self, f"A_log{suffix}").float())
-        return selective_scan(
+        return selective_scan_tokens(
             x,
             dt,
             A,

@@ -14,9 +14,15 @@ import torch
 
 from .cuda_scan import load_kernel, selective_scan_cuda
 from .reference import selective_scan_reference
-from .torch_scan import selective_scan_torch
+from .torch_scan import selective_scan_tokens_torch, selective_scan_torch
 
-__all__ = ["BACKENDS", "resolve_backend", "selective_scan", "selective_scan_reference"]
+__all__ = [
+    "BACKENDS",
+    "resolve_backend",
+    "selective_scan",
+    "selective_scan_reference",
+    "selective_scan_tokens",
+]
 
 BACKENDS = ("torch", "cuda")
 ENV_VAR = "SEGRESMAMBA_SCAN"
@@ -121,3 +127,51 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
     for name, (tensor, shape) in expected.items():
         if tensor is not None and tuple(tensor.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+
+
+def selective_scan_tokens(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """:func:`selective_scan` on token-major tensors, the layout ``nn.Linear`` produces.
+
+    u, delta, z: (batch, L, d); B, C: (batch, L, n); A, D, delta_bias as in
+    :func:`selective_scan`. Returns (batch, L, d). The torch backend works in this layout
+    natively; the cuda backend gets transposed copies.
+    """
+
+    def channels_first(t: torch.Tensor | None) -> torch.Tensor | None:
+        return t.transpose(1, 2) if t is not None else None
+
+    _check_shapes(
+        *(channels_first(t) for t in (u, delta)),
+        A,
+        *(channels_first(t) for t in (B, C)),
+        D,
+        channels_first(z),
+        delta_bias,
+    )
+    if resolve_backend(backend, u.device) == "cuda":
+        args = [
+            t.contiguous() if t is not None else None
+            for t in (
+                channels_first(u),
+                channels_first(delta),
+                A,
+                channels_first(B),
+                channels_first(C),
+                D,
+                channels_first(z),
+                delta_bias,
+            )
+        ]
+        return selective_scan_cuda(_cuda_kernel(), *args, delta_softplus).transpose(1, 2)
+    return selective_scan_tokens_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

@@ -11,8 +11,11 @@ Why it looks like this:
   products of decays <= 1). Sub-block end states are joined by the same doubling scan.
 * Tokens are processed ``chunk`` at a time, carrying the state, so memory stays at a few chunk
   tensors however long the sequence is; the backward pass recomputes each chunk from its stored
-  start state and runs the adjoint recurrence backwards in time (the same scan on flipped
-  inputs). Autograd never sees the per-token states.
+  start state and runs the adjoint recurrence backwards in time with the same sub-block weights.
+  Autograd never sees the per-token states.
+* The native layout is token-major, (batch, L, channels), which is what ``nn.Linear`` produces:
+  ToM feeds its projections straight in, with no transposed copies. The mamba-ssm-shaped entry
+  point (batch, channels, L) transposes around it.
 """
 
 from __future__ import annotations
@@ -148,160 +151,171 @@ def _adjoint_scan(
     return summed.div_(weight).view(length, channels, n), block_carry[0]
 
 
-def _chunk_length(length: int, channels: int, n: int) -> int:
-    tokens = max(SUB, (CHUNK_ELEMENTS // max(1, channels * n)) // SUB * SUB)
-    return min(tokens, length)
+def _chunk_length(channels: int, n: int) -> int:
+    """Tokens per chunk: a multiple of ``SUB`` holding about ``CHUNK_ELEMENTS`` state elements."""
+    return max(SUB, (CHUNK_ELEMENTS // max(1, channels * n)) // SUB * SUB)
 
 
-def _to_time_major(t: torch.Tensor, dtype: torch.dtype, padded: int) -> torch.Tensor:
-    """(batch, c, L) -> (L_padded, batch, c), zero padded at the end, contiguous."""
-    out = t.new_zeros((padded, t.shape[0], t.shape[1]), dtype=dtype)
-    out[: t.shape[2]] = t.permute(2, 0, 1)
+def _padded(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad dim 0 to ``length``; padded steps are 0 (no decay) and inputs 0, so no effect."""
+    if t.shape[0] == length:
+        return t
+    out = t.new_zeros((length, *t.shape[1:]))
+    out[: t.shape[0]] = t
     return out
 
 
-def _from_time_major(t: torch.Tensor, length: int) -> torch.Tensor:
-    return t[:length].permute(1, 2, 0)
+class _Sequence:
+    """One batch element's inputs, cut into chunks for both passes."""
+
+    def __init__(self, u, delta, B, C, z, delta_bias, delta_softplus, work):
+        self.u, self.delta, self.B, self.C, self.z = u, delta, B, C, z
+        self.bias = delta_bias.to(work) if delta_bias is not None else None
+        self.softplus = delta_softplus
+        self.work = work
+        self.length, self.d = u.shape
+        self.chunk = _chunk_length(self.d, B.shape[-1])
+
+    def chunks(self) -> list[tuple[int, int]]:
+        return [(s, min(s + self.chunk, self.length)) for s in range(0, self.length, self.chunk)]
+
+    def terms(self, start: int, stop: int):
+        """Raw step, step, u, B, C and recurrence inputs for tokens [start, stop), padded."""
+        padded = -(-(stop - start) // SUB) * SUB
+        raw = self.delta[start:stop].to(self.work)
+        if self.bias is not None:
+            raw = raw + self.bias
+        step = F.softplus(raw) if self.softplus else raw
+        u = self.u[start:stop].to(self.work)
+        B = self.B[start:stop].to(self.work)
+        inputs = (step * u)[..., None] * B[:, None, :]
+        return (
+            raw,
+            step,
+            u,
+            B,
+            self.C[start:stop].to(self.work),
+            _padded(step, padded),
+            _padded(inputs, padded),
+        )
 
 
-class _Geometry:
-    """Shapes, dtypes and the time-major copies both passes need."""
+class _SelectiveScanTokens(torch.autograd.Function):
+    """The scan on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
 
-    def __init__(self, u, delta, A, B, C, delta_bias, delta_softplus):
-        self.batch, self.d, self.length = u.shape
-        self.n = A.shape[-1]
-        self.work = torch.float64 if u.dtype == torch.float64 else torch.float32
-        self.padded = -(-self.length // SUB) * SUB
-        self.chunk = _chunk_length(self.padded, self.batch * self.d, self.n)
-        raw = delta.to(self.work)
-        if delta_bias is not None:
-            raw = raw + delta_bias.to(self.work)[None, :, None]
-        self.delta_raw = raw
-        step = F.softplus(raw) if delta_softplus else raw
-        self.step = _to_time_major(step, self.work, self.padded)  # padding: step 0 = identity
-        self.u = _to_time_major(u, self.work, self.padded)
-        self.B = _to_time_major(B, self.work, self.padded)
-        self.C = _to_time_major(C, self.work, self.padded)
-        A = A.to(self.work)
-        self.A = A.expand(self.batch, self.d, self.n) if A.dim() == 2 else A
-        self.A_flat = self.A.reshape(self.batch * self.d, self.n)
-
-    def chunks(self):
-        return [(s, min(s + self.chunk, self.padded)) for s in range(0, self.padded, self.chunk)]
-
-    def chunk_terms(self, start: int, stop: int):
-        """Step sizes and input terms of the recurrence for tokens [start, stop)."""
-        step = self.step[start:stop]
-        step_u = step * self.u[start:stop]
-        inputs = step_u[..., None] * self.B[start:stop, :, None, :]
-        return step, step_u, inputs
-
-
-class _SelectiveScanTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        geo = _Geometry(u, delta, A, B, C, delta_bias, delta_softplus)
-        channels = geo.batch * geo.d
-        y = u.new_empty((geo.padded, geo.batch, geo.d), dtype=geo.work)
-        state = u.new_zeros((channels, geo.n), dtype=geo.work)
+        batch, length, d = u.shape
+        work = torch.float64 if u.dtype == torch.float64 else torch.float32
+        A_work = A.to(work).expand(batch, d, A.shape[-1])
+        D_work = D.to(work) if D is not None else None
+        y = torch.empty((batch, length, d), dtype=work, device=u.device)
         starts = []
-        for start, stop in geo.chunks():
-            starts.append(state)
-            step, _, inputs = geo.chunk_terms(start, stop)
-            tokens = stop - start
-            states, _ = _chunk_scan(
-                step.view(tokens, channels), geo.A_flat, inputs.view(tokens, channels, geo.n), state
-            )
-            state = states[-1].clone()
-            y[start:stop] = torch.einsum(
-                "tbdn,tbn->tbd", states.view(tokens, geo.batch, geo.d, geo.n), geo.C[start:stop]
-            )
-        y = _from_time_major(y, geo.length)
-        u_work = u.to(geo.work)
-        if D is not None:
-            y = y + D.to(geo.work)[None, :, None] * u_work
-        out = y * F.silu(z.to(geo.work)) if z is not None else y
+        for b in range(batch):
+            seq = _Sequence(u[b], delta[b], B[b], C[b], None, delta_bias, delta_softplus, work)
+            state = u.new_zeros((d, A.shape[-1]), dtype=work)
+            for start, stop in seq.chunks():
+                starts.append(state)
+                _, _, u_c, _, C_c, step_p, inputs_p = seq.terms(start, stop)
+                states, _ = _chunk_scan(step_p, A_work[b], inputs_p, state)
+                tokens = stop - start
+                state = states[tokens - 1].clone()
+                y_c = torch.einsum("tdn,tn->td", states[:tokens], C_c)
+                if D_work is not None:
+                    y_c.addcmul_(u_c, D_work)
+                if z is not None:
+                    y_c.mul_(F.silu(z[b, start:stop].to(work)))
+                y[b, start:stop] = y_c
         ctx.delta_softplus = delta_softplus
-        ctx.a_shape = A.shape
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, torch.stack(starts), y)
-        return out.to(u.dtype)
+        ctx.A_batched = A.dim() == 3
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, torch.stack(starts))
+        return y.to(u.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        u, delta, A, B, C, D, z, delta_bias, starts, y = ctx.saved_tensors
-        geo = _Geometry(u, delta, A, B, C, delta_bias, ctx.delta_softplus)
-        work, batch, d, n = geo.work, geo.batch, geo.d, geo.n
-        channels = batch * d
-        grad_out = grad_out.to(work)
-        grad_z = None
-        if z is not None:
-            z_work = z.to(work)
-            gate = torch.sigmoid(z_work)
-            grad_z = (grad_out * y * gate * (1 + z_work * (1 - gate))).to(z.dtype)
-            grad_y = grad_out * z_work * gate
-        else:
-            grad_y = grad_out
-        u_work = u.to(work)
-        grad_D = None
-        grad_u = torch.zeros((geo.padded, batch, d), dtype=work, device=u.device)
-        if D is not None:
-            grad_D = (grad_y * u_work).sum(dim=(0, 2)).to(D.dtype)
-            grad_u[: geo.length] = (grad_y * D.to(work)[None, :, None]).permute(2, 0, 1)
-        grad_y = _to_time_major(grad_y, work, geo.padded)
-        grad_step = torch.zeros((geo.padded, batch, d), dtype=work, device=u.device)
-        grad_B = torch.zeros((geo.padded, batch, n), dtype=work, device=u.device)
-        grad_C = torch.zeros((geo.padded, batch, n), dtype=work, device=u.device)
-        grad_A = torch.zeros((batch, d, n), dtype=work, device=u.device)
-        grad_A_flat = grad_A.view(channels, 1, n)
-        carry = u.new_zeros((channels, n), dtype=work)
-        chunks = geo.chunks()
-        for index in range(len(chunks) - 1, -1, -1):
-            start, stop = chunks[index]
-            tokens = stop - start
-            step, step_u, inputs = geo.chunk_terms(start, stop)
-            step_flat = step.view(tokens, channels)
-            inputs = inputs.view(tokens, channels, n)
-            states, weight = _chunk_scan(step_flat, geo.A_flat, inputs, starts[index])
-            g_y = grad_y[start:stop]
-            adjoint_in = (g_y[..., None] * geo.C[start:stop, :, None, :]).view(tokens, channels, n)
-            grad_h, carry = _adjoint_scan(step_flat, geo.A_flat, weight, adjoint_in, carry)
-            # d/d(step*A) of h_t = exp(step_t A) h_{t-1} + inputs_t is exp(step_t A) h_{t-1}
-            # = h_t - inputs_t: no shifted copy of the states is needed.
-            grad_log = torch.sub(states, inputs, out=inputs).mul_(grad_h)
-            rows = tokens * batch
-            # Reductions as batched matrix products over contiguous views: no permuted copies.
-            grad_A_flat += torch.bmm(step_flat.t().unsqueeze(1), grad_log.transpose(0, 1))
-            grad_step_u = torch.einsum(
-                "tbdn,tbn->tbd", grad_h.view(tokens, batch, d, n), geo.B[start:stop]
-            )
-            grad_step[start:stop] = (grad_log * geo.A_flat).sum(-1).view(tokens, batch, d)
-            grad_step[start:stop] += grad_step_u * geo.u[start:stop]
-            grad_u[start:stop] += grad_step_u * step
-            grad_B[start:stop] = torch.bmm(step_u.view(rows, 1, d), grad_h.view(rows, d, n)).view(
-                tokens, batch, n
-            )
-            grad_C[start:stop] = torch.bmm(g_y.reshape(rows, 1, d), states.view(rows, d, n)).view(
-                tokens, batch, n
-            )
-        grad_delta = _from_time_major(grad_step, geo.length)
-        if ctx.delta_softplus:
-            grad_delta = grad_delta * torch.sigmoid(geo.delta_raw)
-        grad_bias = (
-            grad_delta.sum(dim=(0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
-        )
-        if len(ctx.a_shape) == 2:
+        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
+        batch, length, d = u.shape
+        n = A.shape[-1]
+        work = torch.float64 if u.dtype == torch.float64 else torch.float32
+        A_work = A.to(work).expand(batch, d, n)
+        D_work = D.to(work) if D is not None else None
+        new = dict(dtype=work, device=u.device)
+        grad_u = torch.empty((batch, length, d), **new)
+        grad_delta = torch.empty((batch, length, d), **new)
+        grad_B = torch.empty((batch, length, n), **new)
+        grad_C = torch.empty((batch, length, n), **new)
+        grad_z = torch.empty((batch, length, d), **new) if z is not None else None
+        grad_A = torch.zeros((batch, d, 1, n), **new)
+        grad_D = torch.zeros(d, **new)
+        index = len(starts)
+        for b in range(batch - 1, -1, -1):
+            seq = _Sequence(u[b], delta[b], B[b], C[b], None, delta_bias, ctx.delta_softplus, work)
+            carry = u.new_zeros((d, n), dtype=work)
+            for start, stop in reversed(seq.chunks()):
+                index -= 1
+                tokens = stop - start
+                raw, step, u_c, B_c, C_c, step_p, inputs_p = seq.terms(start, stop)
+                states, weight = _chunk_scan(step_p, A_work[b], inputs_p, starts[index])
+                grad = grad_out[b, start:stop].to(work)
+                if z is not None:
+                    z_c = z[b, start:stop].to(work)
+                    gate = torch.sigmoid(z_c)
+                    y_pre = torch.einsum("tdn,tn->td", states[:tokens], C_c)
+                    if D_work is not None:
+                        y_pre.addcmul_(u_c, D_work)
+                    grad_z[b, start:stop] = grad * y_pre * gate * (1 + z_c * (1 - gate))
+                    grad = grad * z_c * gate
+                if D_work is not None:
+                    grad_D += (grad * u_c).sum(0)
+                    grad_u[b, start:stop] = grad * D_work
+                else:
+                    grad_u[b, start:stop] = 0
+                adjoint_in = _padded(grad[..., None] * C_c[:, None, :], step_p.shape[0])
+                grad_h, carry = _adjoint_scan(step_p, A_work[b], weight, adjoint_in, carry)
+                # d/d(step*A) of h_t = exp(step_t A) h_{t-1} + inputs_t is exp(step_t A) h_{t-1}
+                # = h_t - inputs_t: no shifted copy of the states is needed.
+                grad_log = torch.sub(states, inputs_p, out=inputs_p).mul_(grad_h)[:tokens]
+                grad_h, states = grad_h[:tokens], states[:tokens]
+                # Reductions as batched products over contiguous views: no permuted copies.
+                grad_A[b] += torch.bmm(step.t().unsqueeze(1), grad_log.transpose(0, 1))
+                grad_step_u = torch.einsum("tdn,tn->td", grad_h, B_c)
+                grad_step = (grad_log * A_work[b]).sum(-1).addcmul_(grad_step_u, u_c)
+                grad_u[b, start:stop] += grad_step_u * step
+                grad_B[b, start:stop] = torch.bmm((step * u_c)[:, None, :], grad_h)[:, 0]
+                grad_C[b, start:stop] = torch.bmm(grad[:, None, :], states)[:, 0]
+                if ctx.delta_softplus:
+                    grad_step.mul_(torch.sigmoid(raw))
+                grad_delta[b, start:stop] = grad_step
+        grad_A = grad_A[:, :, 0]
+        if not ctx.A_batched:
             grad_A = grad_A.sum(0)
+        grad_bias = grad_delta.sum(dim=(0, 1)) if delta_bias is not None else None
         return (
-            _from_time_major(grad_u, geo.length).to(u.dtype),
+            grad_u.to(u.dtype),
             grad_delta.to(delta.dtype),
             grad_A.to(A.dtype),
-            _from_time_major(grad_B, geo.length).to(B.dtype),
-            _from_time_major(grad_C, geo.length).to(C.dtype),
-            grad_D,
-            grad_z,
-            grad_bias,
+            grad_B.to(B.dtype),
+            grad_C.to(C.dtype),
+            grad_D.to(D.dtype) if D is not None else None,
+            grad_z.to(z.dtype) if z is not None else None,
+            grad_bias.to(delta_bias.dtype) if delta_bias is not None else None,
             None,
         )
+
+
+def selective_scan_tokens_torch(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """The portable backend on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
+    return _SelectiveScanTokens.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 def selective_scan_torch(
@@ -315,5 +329,12 @@ def selective_scan_torch(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
 ) -> torch.Tensor:
-    """The portable backend; arguments as :func:`segresmamba.selective_scan`."""
-    return _SelectiveScanTorch.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    """The portable backend with mamba-ssm's shapes; arguments as :func:`segresmamba.selective_scan`."""
+
+    def tokens(t):
+        return t.transpose(1, 2).contiguous() if t is not None else None
+
+    out = selective_scan_tokens_torch(
+        tokens(u), tokens(delta), A, tokens(B), tokens(C), D, tokens(z), delta_bias, delta_softplus
+    )
+    return out.transpose(1, 2).contiguous()
