@@ -97,13 +97,14 @@ def _sub_block_weights(step: torch.Tensor, A: torch.Tensor, sub: int) -> torch.T
 
 
 def _chunk_scan(
-    step: torch.Tensor, A: torch.Tensor, inputs: torch.Tensor, h0: torch.Tensor
+    step: torch.Tensor, A: torch.Tensor, step_u: torch.Tensor, B: torch.Tensor, h0: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """States ``h_t = exp(step_t A) h_{t-1} + inputs_t`` along dim 0, starting from ``h0``.
+    """States ``h_t = exp(step_t A) h_{t-1} + step_u_t B_t`` along dim 0, starting from ``h0``.
 
-    step: (T, M) >= 0 with T a multiple of ``SUB``; A: (M, n) <= 0; inputs: (T, M, n); h0: (M, n).
-    Because A does not change along the sequence, ``cumsum(step * A) = A * cumsum(step)``: the
-    running sum is taken over (T, M) only, and the overflow check costs next to nothing.
+    step, step_u: (T, M) with step >= 0 and T a multiple of ``SUB``; A: (M, n) <= 0; B: (T, n);
+    h0: (M, n). Because A does not change along the sequence, ``cumsum(step * A) =
+    A * cumsum(step)``: the running sum is taken over (T, M) only, and the overflow check costs
+    next to nothing. The input term is never materialised: B / weight is scaled in place.
 
     Returns the states (T, M, n) and the sub-block weights (K, sub, M, n) for the backward pass
     (None when the chunk needed the doubling scan).
@@ -112,9 +113,11 @@ def _chunk_scan(
     n = A.shape[1]
     sub = _pick_sub_block(step, A.abs().amax(dim=1))
     if sub is None:
+        inputs = step_u[..., None] * B[:, None, :]
         return _doubling_scan(torch.exp(step[..., None] * A), inputs, h0), None
     weight = _sub_block_weights(step, A, sub)
-    local = _running_sum_(inputs.view(-1, sub, channels, n) / weight).mul_(weight)
+    local = torch.div(B.view(-1, sub, 1, n), weight).mul_(step_u.view(-1, sub, channels, 1))
+    local = _running_sum_(local).mul_(weight)
     block_end = _doubling_scan(weight[:, -1], local[:, -1], h0)
     local[0].addcmul_(weight[0], h0[None])
     local[1:].addcmul_(weight[1:], block_end[:-1, None])
@@ -125,26 +128,30 @@ def _adjoint_scan(
     step: torch.Tensor,
     A: torch.Tensor,
     weight: torch.Tensor | None,
-    adjoint_in: torch.Tensor,
+    grad_y: torch.Tensor,
+    C: torch.Tensor,
     carry: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adjoint states ``g_t = adjoint_in_t + exp(step_{t+1} A) g_{t+1}``, backwards in time.
+    """Adjoint states ``g_t = grad_y_t C_t + exp(step_{t+1} A) g_{t+1}``, backwards in time.
 
     ``carry`` is ``exp(step A) g`` of the first token of the following chunk. With the forward
-    sub-block weights w: ``g_t = (sum_{s>=t} w_s adjoint_in_s + w_end Y_next) / w_t``, where Y is
+    sub-block weights w: ``g_t = (sum_{s>=t} w_s grad_y_s C_s + w_end Y_next) / w_t``, where Y is
     the carry between sub-blocks; every ratio of weights is <= 1 or bounded like the forward's.
-    Returns the adjoint states (T, M, n) and the carry for the previous chunk.
+    grad_y: (T, M); C: (T, n). Returns the adjoint states (T, M, n) and the carry for the
+    previous chunk.
     """
     length, channels = step.shape
     n = A.shape[1]
     if weight is None:
+        adjoint_in = grad_y[..., None] * C[:, None, :]
         shifted = torch.zeros_like(step)
         shifted[1:] = step[1:].flip(0)
         decay = torch.exp(shifted[..., None] * A)
         adjoint = _doubling_scan(decay, adjoint_in.flip(0), carry).flip(0)
         return adjoint, torch.exp(step[0, :, None] * A) * adjoint[0]
     sub = weight.shape[1]
-    summed = _running_sum_reverse_(adjoint_in.view(-1, sub, channels, n) * weight)
+    summed = torch.mul(C.view(-1, sub, 1, n), weight).mul_(grad_y.view(-1, sub, channels, 1))
+    summed = _running_sum_reverse_(summed)
     block_carry = _doubling_scan_reverse(weight[:, -1], summed[:, 0], carry)  # Y_k per sub-block
     summed[:-1].addcmul_(weight[:-1, -1:], block_carry[1:, None])
     summed[-1].addcmul_(weight[-1, -1:], carry[None])
@@ -180,7 +187,8 @@ class _Sequence:
         return [(s, min(s + self.chunk, self.length)) for s in range(0, self.length, self.chunk)]
 
     def terms(self, start: int, stop: int):
-        """Raw step, step, u, B, C and recurrence inputs for tokens [start, stop), padded."""
+        """Raw step, step, u, B, C for tokens [start, stop), and step, step*u and B padded to a
+        multiple of ``SUB`` (padded tokens have step 0 and input 0: they change nothing)."""
         padded = -(-(stop - start) // SUB) * SUB
         raw = self.delta[start:stop].to(self.work)
         if self.bias is not None:
@@ -188,16 +196,9 @@ class _Sequence:
         step = F.softplus(raw) if self.softplus else raw
         u = self.u[start:stop].to(self.work)
         B = self.B[start:stop].to(self.work)
-        inputs = (step * u)[..., None] * B[:, None, :]
-        return (
-            raw,
-            step,
-            u,
-            B,
-            self.C[start:stop].to(self.work),
-            _padded(step, padded),
-            _padded(inputs, padded),
-        )
+        C = self.C[start:stop].to(self.work)
+        padded_terms = tuple(_padded(t, padded) for t in (step, step * u, B))
+        return raw, step, u, B, C, padded_terms
 
 
 class _SelectiveScanTokens(torch.autograd.Function):
@@ -216,8 +217,8 @@ class _SelectiveScanTokens(torch.autograd.Function):
             state = u.new_zeros((d, A.shape[-1]), dtype=work)
             for start, stop in seq.chunks():
                 starts.append(state)
-                _, _, u_c, _, C_c, step_p, inputs_p = seq.terms(start, stop)
-                states, _ = _chunk_scan(step_p, A_work[b], inputs_p, state)
+                _, _, u_c, _, C_c, padded_terms = seq.terms(start, stop)
+                states, _ = _chunk_scan(padded_terms[0], A_work[b], *padded_terms[1:], state)
                 tokens = stop - start
                 state = states[tokens - 1].clone()
                 y_c = torch.einsum("tdn,tn->td", states[:tokens], C_c)
@@ -254,8 +255,8 @@ class _SelectiveScanTokens(torch.autograd.Function):
             for start, stop in reversed(seq.chunks()):
                 index -= 1
                 tokens = stop - start
-                raw, step, u_c, B_c, C_c, step_p, inputs_p = seq.terms(start, stop)
-                states, weight = _chunk_scan(step_p, A_work[b], inputs_p, starts[index])
+                raw, step, u_c, B_c, C_c, (step_p, step_u_p, B_p) = seq.terms(start, stop)
+                states, weight = _chunk_scan(step_p, A_work[b], step_u_p, B_p, starts[index])
                 grad = grad_out[b, start:stop].to(work)
                 if z is not None:
                     z_c = z[b, start:stop].to(work)
@@ -270,18 +271,22 @@ class _SelectiveScanTokens(torch.autograd.Function):
                     grad_u[b, start:stop] = grad * D_work
                 else:
                     grad_u[b, start:stop] = 0
-                adjoint_in = _padded(grad[..., None] * C_c[:, None, :], step_p.shape[0])
-                grad_h, carry = _adjoint_scan(step_p, A_work[b], weight, adjoint_in, carry)
-                # d/d(step*A) of h_t = exp(step_t A) h_{t-1} + inputs_t is exp(step_t A) h_{t-1}
-                # = h_t - inputs_t: no shifted copy of the states is needed.
-                grad_log = torch.sub(states, inputs_p, out=inputs_p).mul_(grad_h)[:tokens]
+                padded = step_p.shape[0]
+                grad_h, carry = _adjoint_scan(
+                    step_p, A_work[b], weight, _padded(grad, padded), _padded(C_c, padded), carry
+                )
                 grad_h, states = grad_h[:tokens], states[:tokens]
+                # d/d(step*A) of h_t = exp(step_t A) h_{t-1} + step_u_t B_t is
+                # exp(step_t A) h_{t-1} = h_t - step_u_t B_t: no shifted copy of the states.
+                grad_log = torch.addcmul(
+                    states, step_u_p[:tokens, :, None], B_c[:, None, :], value=-1
+                ).mul_(grad_h)
                 # Reductions as batched products over contiguous views: no permuted copies.
                 grad_A[b] += torch.bmm(step.t().unsqueeze(1), grad_log.transpose(0, 1))
                 grad_step_u = torch.einsum("tdn,tn->td", grad_h, B_c)
                 grad_step = (grad_log * A_work[b]).sum(-1).addcmul_(grad_step_u, u_c)
                 grad_u[b, start:stop] += grad_step_u * step
-                grad_B[b, start:stop] = torch.bmm((step * u_c)[:, None, :], grad_h)[:, 0]
+                grad_B[b, start:stop] = torch.bmm(step_u_p[:tokens, None, :], grad_h)[:, 0]
                 grad_C[b, start:stop] = torch.bmm(grad[:, None, :], states)[:, 0]
                 if ctx.delta_softplus:
                     grad_step.mul_(torch.sigmoid(raw))
