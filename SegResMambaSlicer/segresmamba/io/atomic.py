@@ -40,8 +40,14 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise SegResMambaError(f"output {path} already exists; use --overwrite to replace it")
     if not folder.is_dir():
         raise SegResMambaError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SegResMambaError(f"cannot write {path}: folder {folder} is not writable")
+    try:  # a real probe: permission bits say nothing for root, read-only mounts or ACLs
+        handle, probe = tempfile.mkstemp(prefix=".segresmamba-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise SegResMambaError(
+            f"cannot write {path}: folder {folder} is not writable ({error.strerror or error})"
+        ) from None
     return path
 
 
