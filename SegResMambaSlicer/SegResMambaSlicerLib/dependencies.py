@@ -1,0 +1,230 @@
+"""Which Python packages the engine needs in Slicer's Python, what is missing, how to install it.
+
+PyTorch installation is the peers' top complaint: a CUDA build that does not fit the driver, or
+a CPU build replacing a working CUDA one. So PyTorch goes through the PyTorch Utils extension
+(which picks the build for the GPU and driver) and everything else through pip, after the user
+has seen the list and agreed. mamba-ssm is optional: the engine's portable scan runs without it,
+so it is reported, never required. Only the standard library is used here, because this runs
+exactly when the packages may be absent.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = [
+    "OPTIONAL",
+    "REQUIREMENTS",
+    "InstallPlan",
+    "Missing",
+    "Requirement",
+    "describe_devices",
+    "device_text",
+    "engine_device",
+    "find_missing",
+    "install_in_slicer",
+    "install_plan",
+    "pytorch_utils_available",
+    "scan_backend_text",
+    "version_tuple",
+]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A package the engine imports: distribution name (pip), import name, minimum version."""
+
+    distribution: str
+    module: str
+    minimum: str
+    purpose: str
+
+    @property
+    def spec(self) -> str:
+        """The pip requirement, e.g. ``monai>=1.4``."""
+        return f"{self.distribution}>={self.minimum}"
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("torch", "torch", "2.1", "runs the network"),
+    Requirement("monai", "monai", "1.4", "resampling and the sliding window"),
+    Requirement("numpy", "numpy", "1.24", "arrays"),
+    Requirement("einops", "einops", "0.7", "tensor reshaping in the network"),
+    Requirement("safetensors", "safetensors", "0.4", "reads model weights safely"),
+    Requirement("SimpleITK", "SimpleITK", "2.3", "image geometry"),
+    Requirement("nibabel", "nibabel", "5.0", "NIfTI files"),
+    Requirement("pynrrd", "nrrd", "1.0", "NRRD and .seg.nrrd files"),
+    Requirement("tqdm", "tqdm", "4.60", "progress reports"),
+    Requirement("jsonschema", "jsonschema", "4.0", "checks the task and model registries"),
+)
+"""Kept equal to ``pyproject.toml``'s dependencies (a test checks it)."""
+
+OPTIONAL: tuple[Requirement, ...] = (
+    Requirement("mamba-ssm", "mamba_ssm", "2.2", "faster selective scan on NVIDIA GPUs (Linux)"),
+)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``2.13.0+cpu`` -> (2, 13, 0): the leading numeric release, enough for minimums."""
+    numbers = []
+    for part in version.split("+")[0].split("."):
+        match = re.match(r"\d+", part)
+        if not match:
+            break
+        numbers.append(int(match.group()))
+    return tuple(numbers)
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A requirement that is absent (``found`` None) or too old (``found`` = its version)."""
+
+    requirement: Requirement
+    found: str | None = None
+
+    def describe(self) -> str:
+        r = self.requirement
+        if self.found is None:
+            return f"{r.distribution} (not installed; {r.purpose})"
+        return f"{r.distribution} {self.found} is too old (need {r.minimum} or newer)"
+
+
+def _installed_version(requirement: Requirement) -> str | None:
+    if importlib.util.find_spec(requirement.module) is None:
+        return None
+    try:
+        return importlib.metadata.version(requirement.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "0"  # importable without metadata (e.g. a source checkout): cannot judge, accept
+
+
+def find_missing(requirements: Iterable[Requirement] = REQUIREMENTS) -> list[Missing]:
+    """The requirements that are not importable, or older than their minimum."""
+    missing = []
+    for requirement in requirements:
+        found = _installed_version(requirement)
+        if found is None:
+            missing.append(Missing(requirement))
+        elif found != "0" and version_tuple(found) < version_tuple(requirement.minimum):
+            missing.append(Missing(requirement, found))
+    return missing
+
+
+@dataclass
+class InstallPlan:
+    """What to install: PyTorch through PyTorch Utils (``torch`` is its version requirement,
+    None when PyTorch is fine) and the rest with pip, in one call so pip resolves them together."""
+
+    torch: str | None = None
+    pip: list[str] = field(default_factory=list)
+    missing: list[Missing] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.torch is None and not self.pip
+
+    def summary(self, pytorch_utils: bool = True) -> str:
+        """The confirmation text shown before anything is installed."""
+        if self.empty:
+            return "All Python packages SegResMamba needs are installed."
+        lines = ["SegResMamba needs these Python packages in Slicer's Python:"]
+        lines += [f"  - {m.describe()}" for m in self.missing]
+        lines.append("")
+        if self.torch:
+            how = (
+                "the PyTorch Utils extension (it picks the build that fits your GPU)"
+                if pytorch_utils
+                else "pip (install the PyTorch extension to get a build chosen for your GPU)"
+            )
+            lines.append(f"PyTorch {self.torch} will be installed by {how}.")
+        if self.pip:
+            lines.append(f"pip will install: {' '.join(self.pip)}")
+        lines += ["", "This downloads several hundred MB and may take minutes. Install now?"]
+        return "\n".join(lines)
+
+
+def install_plan(missing: Iterable[Missing]) -> InstallPlan:
+    """Split the missing packages between PyTorch Utils (torch) and pip (the rest)."""
+    plan = InstallPlan(missing=list(missing))
+    for item in plan.missing:
+        if item.requirement.distribution == "torch":
+            plan.torch = f">={item.requirement.minimum}"
+        else:
+            plan.pip.append(item.requirement.spec)
+    return plan
+
+
+def pytorch_utils_available() -> bool:
+    """Whether Slicer's PyTorch Utils module (PyTorch extension) can be imported."""
+    return importlib.util.find_spec("PyTorchUtils") is not None
+
+
+def install_in_slicer(plan: InstallPlan) -> None:
+    """Carry out ``plan`` inside Slicer: PyTorch through PyTorch Utils when it is there (it picks
+    the CUDA build that fits the driver), else pip; then the rest with one pip call."""
+    import slicer
+
+    if plan.torch:
+        if pytorch_utils_available():
+            import PyTorchUtils
+
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=False, torchVersionRequirement=plan.torch
+            )
+            if torch is None:
+                raise RuntimeError("PyTorch was not installed; see the PyTorch Utils module")
+        else:
+            slicer.util.pip_install(f"torch{plan.torch}")
+    if plan.pip:
+        slicer.util.pip_install(plan.pip)
+
+
+def describe_devices() -> dict[str, str | None]:
+    """What PyTorch sees, for the device line: ``{"cuda": GPU name or None, "mps": "Apple GPU"
+    or None, "torch": version}``. Imports torch, so call it once the requirements are met."""
+    import torch
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    backend = getattr(torch.backends, "mps", None)
+    mps = "Apple GPU (MPS)" if backend is not None and backend.is_available() else None
+    return {"cuda": cuda, "mps": mps, "torch": torch.__version__}
+
+
+def engine_device(choice: str, devices: dict[str, str | None]) -> str:
+    """The engine's ``--device`` for the UI choice "auto", "cpu" or "gpu"."""
+    if choice == "gpu":
+        if devices.get("cuda"):
+            return "cuda"
+        if devices.get("mps"):
+            return "mps"
+        raise RuntimeError("no GPU detected by PyTorch; choose CPU or auto")
+    return "cpu" if choice == "cpu" else "auto"
+
+
+def device_text(choice: str, devices: dict[str, str | None]) -> str:
+    """One line saying what will run: ``GPU: NVIDIA H100`` or ``CPU (no GPU detected ...)``."""
+    gpu = devices.get("cuda") or devices.get("mps")
+    if choice == "cpu" or not gpu:
+        note = "" if gpu else " - no GPU detected; fast mode is several times quicker"
+        return f"CPU{note}"
+    return f"GPU: {gpu}"
+
+
+def scan_backend_text(device: str) -> str:
+    """Which selective scan runs on ``device`` ("cuda", "cpu", ...), via the engine's own
+    ``resolve_backend``, and why, e.g. that mamba-ssm is absent."""
+    from segresmamba.scan import resolve_backend
+
+    try:
+        backend = resolve_backend(device="cuda" if device == "cuda" else "cpu")
+    except (RuntimeError, ValueError) as error:
+        return f"selective scan: unavailable ({error})"
+    if backend == "cuda":
+        return "selective scan: mamba-ssm CUDA kernel"
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return "selective scan: portable PyTorch scan (mamba-ssm not installed; optional)"
+    return "selective scan: portable PyTorch scan"

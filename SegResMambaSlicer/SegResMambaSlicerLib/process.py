@@ -1,0 +1,349 @@
+"""Run the engine's command in a child process that the Slicer UI polls, and cancel it cleanly.
+
+Inference takes minutes on a CPU; run inside Slicer's own Python it would freeze the UI and
+could not be stopped (the peers' most common complaint). So the module starts
+``PythonSlicer -m segresmamba segment ... --progress-json`` in its own process group and calls
+:meth:`EngineProcess.poll` from a QTimer. Nothing here imports Qt, Slicer or the engine, so it is
+tested with plain pytest and real subprocesses.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "EngineProcess",
+    "Event",
+    "ProgressState",
+    "ProgressTracker",
+    "engine_environment",
+    "find_python",
+    "format_duration",
+    "imported_model_path",
+    "parse_progress",
+    "segment_command",
+]
+
+MODULE_DIR = Path(__file__).resolve().parents[1]
+"""The module folder: it holds the engine package ``segresmamba``, so the child imports the
+very files Slicer loaded."""
+
+_LINE_BREAK = re.compile(r"(\r\n|\n|\r)")
+
+
+@dataclass(frozen=True)
+class ProgressState:
+    """Where a run stands: stage name, overall fraction 0..1 and, once measurable, seconds left."""
+
+    stage: str
+    fraction: float
+    elapsed_s: float
+    eta_s: float | None = None
+
+    def describe(self) -> str:
+        """``segmenting 42% - about 1 min 10 s left``: the text under the progress bar."""
+        text = f"{self.stage} {100 * self.fraction:.0f}%"
+        if self.eta_s is not None and self.fraction < 1.0:
+            text += f" - about {format_duration(self.eta_s)} left"
+        return text
+
+
+@dataclass(frozen=True)
+class Event:
+    """What :meth:`EngineProcess.poll` reports.
+
+    kind "log": a complete output line (for the log pane); "status": a transient line that a
+    progress bar redraws with a carriage return (shown, not logged); "progress": a parsed JSON
+    progress line (``progress`` set); "finished": the process ended (``returncode`` set, negative
+    or 130 after a cancel).
+    """
+
+    kind: str
+    text: str = ""
+    progress: ProgressState | None = None
+    returncode: int | None = None
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``3 min 5 s``, ``1 h 2 min``: short and without false precision."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if minutes < 10 and seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def parse_progress(line: str) -> dict | None:
+    """The dict of a ``--progress-json`` line, or None for any other line."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("event") != "progress":
+        return None
+    try:
+        data["fraction"] = min(1.0, max(0.0, float(data.get("fraction", 0.0))))
+        data["elapsed_s"] = float(data.get("elapsed_s", 0.0))
+    except (TypeError, ValueError):
+        return None
+    data["stage"] = str(data.get("stage", ""))
+    return data
+
+
+class ProgressTracker:
+    """Turns (stage, fraction, elapsed) reports into an ETA.
+
+    The rate is measured from the first report of the main stage ("segmenting") on, so the
+    model-loading pause does not distort it, and no ETA is given before 2 % of that stage (a
+    guess from one window would mislead more than no number).
+    """
+
+    def __init__(self, main_stage: str = "segmenting") -> None:
+        self.main_stage = main_stage
+        self.anchor: tuple[float, float] | None = None  # (elapsed, fraction) at main-stage start
+
+    def update(self, stage: str, fraction: float, elapsed_s: float) -> ProgressState:
+        eta = None
+        if stage == self.main_stage and self.anchor is None:
+            self.anchor = (elapsed_s, fraction)
+        if self.anchor is not None:
+            done = fraction - self.anchor[1]
+            spent = elapsed_s - self.anchor[0]
+            if done >= 0.02 and spent > 0:
+                eta = spent / done * (1.0 - fraction)
+        return ProgressState(stage, fraction, elapsed_s, eta)
+
+
+def find_python(slicer_home: str | os.PathLike | None = None) -> str:
+    """The Python that runs the engine: Slicer's ``PythonSlicer`` when there is one (on PATH or
+    in ``<slicer_home>/bin``), else this interpreter (tests, plain Python)."""
+    names = ("PythonSlicer.exe", "PythonSlicer") if sys.platform == "win32" else ("PythonSlicer",)
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+        if slicer_home:
+            candidate = Path(slicer_home) / "bin" / name
+            if candidate.is_file():
+                return str(candidate)
+    return sys.executable
+
+
+def engine_environment(
+    base: Mapping[str, str] | None = None, module_dir: str | os.PathLike = MODULE_DIR
+) -> dict[str, str]:
+    """The child's environment: ``base`` (Slicer's startup environment, else ours) with the
+    module folder first on PYTHONPATH, so ``-m segresmamba`` finds the engine the module ships,
+    and unbuffered output, so progress arrives as it happens."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(module_dir)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def imported_model_path(lines: Sequence[str]) -> str | None:
+    """The cache path ``segresmamba models import`` printed (``imported FILE as PATH``)."""
+    for line in reversed(lines):
+        if line.startswith("imported ") and " as " in line:
+            return line.rsplit(" as ", 1)[1].strip()
+    return None
+
+
+def segment_command(
+    python: str,
+    task: str,
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    model: str | None = None,
+    device: str = "auto",
+    fast: bool = False,
+    regions: bool = False,
+    overlap: float | None = None,
+) -> list[str]:
+    """``python -m segresmamba segment`` with machine-readable progress for these inputs."""
+    command = [python, "-m", "segresmamba", "segment", "-t", task]
+    for path in inputs:
+        command += ["-i", str(path)]
+    command += ["-o", str(output), "--device", device, "--progress-json", "--overwrite"]
+    if model:
+        command += ["--model", str(model)]
+    if fast:
+        command.append("--fast")
+    if regions:
+        command.append("--regions")
+    if overlap is not None:
+        command += ["--overlap", str(overlap)]
+    return command
+
+
+class EngineProcess:
+    """One engine command in its own process group, read by a thread, polled by the UI.
+
+    ``start()`` launches it; ``poll()`` returns the events since the last call without blocking;
+    ``cancel()`` ends the whole process tree (PythonSlicer is a launcher whose child does the
+    work, so killing one pid is not enough). ``log`` keeps every line for the log pane and
+    ``error_message`` the engine's one-line ``error: ...`` for the UI.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike | None = None,
+    ) -> None:
+        self.command = [str(part) for part in command]
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.log: list[str] = []
+        self.error_message = ""
+        self.cancelled = False
+        self.returncode: int | None = None
+        self.tracker = ProgressTracker()
+        self._process: subprocess.Popen | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._reader: threading.Thread | None = None
+        self._finished_reported = False
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self.returncode is None
+
+    def start(self) -> None:
+        """Launch the command; stdout and stderr are merged so lines keep their order."""
+        kwargs: dict = {}
+        if sys.platform == "win32":
+            kwargs["creationflags"] = (
+                subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
+            )
+        else:
+            kwargs["start_new_session"] = True  # its own process group: killpg reaches all
+        self._process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            **kwargs,
+        )
+        self._reader = threading.Thread(target=self._read, name="segresmamba-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        """Split the output on \\n and \\r as it arrives; a \\r-ended piece is a redraw."""
+        assert self._process is not None and self._process.stdout is not None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        stream = self._process.stdout
+        while True:
+            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(1)
+            if not chunk:
+                break
+            pending += decoder.decode(chunk)
+            pieces = _LINE_BREAK.split(pending)
+            pending = pieces.pop()
+            for text, ending in zip(pieces[::2], pieces[1::2]):
+                self._queue.put(("status" if ending == "\r" else "line", text))
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            self._queue.put(("line", pending))
+        self._queue.put(("eof", ""))
+
+    def poll(self) -> list[Event]:
+        """Events since the last call (never blocks); "finished" comes once, after all output."""
+        events: list[Event] = []
+        eof = False
+        while True:
+            try:
+                kind, text = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "eof":
+                eof = True
+            elif kind == "status":
+                if text.strip():
+                    events.append(Event("status", text.strip()))
+            else:
+                events.append(self._line_event(text))
+        if eof and self._process is not None and not self._finished_reported:
+            self.returncode = self._process.wait()
+            self._finished_reported = True
+            events.append(Event("finished", returncode=self.returncode))
+        return events
+
+    def _line_event(self, text: str) -> Event:
+        progress = parse_progress(text)
+        if progress is not None:
+            state = self.tracker.update(
+                progress["stage"], progress["fraction"], progress["elapsed_s"]
+            )
+            return Event("progress", text, progress=state)
+        self.log.append(text)
+        if text.startswith("error: "):
+            self.error_message = text[len("error: ") :].strip()
+        return Event("log", text)
+
+    def wait(self, timeout: float | None = None) -> list[Event]:
+        """Block until the process ends (scripts and tests); returns all remaining events."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        events: list[Event] = []
+        while not self._finished_reported:
+            events += self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.command[:4]} did not finish within {timeout} s")
+            time.sleep(0.05)
+        return events
+
+    def cancel(self, grace_s: float = 3.0) -> None:
+        """End the process tree: a polite terminate first, a kill after ``grace_s`` seconds."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self.cancelled = True
+        if sys.platform == "win32":
+            subprocess.run(
+                ["taskkill", "/T", "/F", "/PID", str(process.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+        else:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+            # the launcher may be gone while its child still runs: kill the group regardless
+            _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=grace_s)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
