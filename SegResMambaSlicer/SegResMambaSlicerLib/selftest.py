@@ -1,0 +1,123 @@
+"""The end-to-end check shared by the module's self-test in Slicer and the slicer-core tests.
+
+It segments the synthetic phantom (an oblique, anisotropic CT with exact truth) through the same
+code path as the Apply button's result import and checks what a user would see: one segment
+per organ with the registry's names, the segmentation on the CT's exact grid, and Dice against
+the truth. Written once here so the Slicer self-test and pytest cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["PhantomCheck", "check_phantom"]
+
+
+@dataclass
+class PhantomCheck:
+    """What the check measured; ``problems`` is empty when everything holds."""
+
+    segment_names: list[str]
+    dice: dict[str, float]
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def report(self) -> str:
+        dice = ", ".join(f"{name} {value:.3f}" for name, value in self.dice.items())
+        verdict = "passed" if self.ok else "FAILED: " + "; ".join(self.problems)
+        return f"phantom self-test {verdict} ({self.seconds:.1f} s; Dice {dice})"
+
+
+def check_phantom(
+    scene,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    device: str = "cpu",
+    min_dice: float | None = 0.9,
+    seed: int | None = None,
+    size: Sequence[int] | None = None,
+) -> PhantomCheck:
+    """Segment the demo phantom in ``scene`` and check names, count, geometry and Dice.
+
+    ``checkpoint`` defaults to the bundled demo model (ModelNotAvailableError when it is not
+    there: the check never fakes a result). ``min_dice`` None skips the accuracy threshold, for
+    untrained test models; ``seed``/``size`` default to the demo's phantom.
+    """
+    from segresmamba.demo import DEMO_TASK, demo_checkpoint, dice_per_label
+    from segresmamba.phantom import DEMO_SEED, make_phantom
+    from segresmamba.tasks import get_task
+
+    from .logic import segment_volumes
+    from .segmentation import segmentation_to_labels
+    from .volumes import ijk_to_world, image_to_volume_node, matrix_from_image
+
+    task = get_task(DEMO_TASK)
+    kwargs = {"size": tuple(size)} if size is not None else {}
+    ct, truth = make_phantom(DEMO_SEED if seed is None else seed, **kwargs)
+    volume = image_to_volume_node(scene, ct, "SegResMamba phantom CT")
+    started = time.perf_counter()
+    node = segment_volumes(
+        scene, task, [volume], model=checkpoint or demo_checkpoint(), device=device
+    )
+    seconds = time.perf_counter() - started
+
+    problems = []
+    segmentation = node.GetSegmentation()
+    names = [
+        segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())
+    ]
+    expected = [label.name for label in task.foreground_labels]
+    if names != expected:
+        problems.append(f"segments {names}, expected {expected}")
+    if not np.allclose(ijk_to_world(volume), matrix_from_image(ct), atol=1e-9):
+        problems.append("the CT volume node does not have the phantom's geometry")
+    if segmentation.GetNumberOfSegments():
+        problems += _grid_problems(segmentation.GetNthSegment(0), volume)
+
+    labels = segmentation_to_labels(scene, node, task, volume)
+    import SimpleITK as sitk
+
+    prediction = sitk.GetImageFromArray(labels)
+    prediction.CopyInformation(truth)
+    if labels.shape != sitk.GetArrayViewFromImage(truth).shape:
+        problems.append(f"exported labels {labels.shape} are not on the CT's grid")
+    dice = dice_per_label(truth, prediction, {l.value: l.name for l in task.foreground_labels})
+    if min_dice is not None:
+        low = {name: value for name, value in dice.items() if not value >= min_dice}
+        if low:
+            shown = ", ".join(f"{name} {value:.3f}" for name, value in low.items())
+            problems.append(f"Dice below {min_dice}: {shown}")
+    return PhantomCheck(names, dice, seconds, problems)
+
+
+def _grid_problems(segment, volume) -> list[str]:
+    """The segment's voxels must lie on the volume's grid: same matrix, same extent."""
+    import slicer
+    import vtk
+
+    from .volumes import ijk_to_world
+
+    name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    image = segment.GetRepresentation(name)
+    if image is None:
+        return ["the segment has no binary labelmap"]
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    found = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    problems = []
+    if not np.allclose(found, ijk_to_world(volume), atol=1e-9):
+        problems.append("the segmentation's voxel grid is not the CT's (matrix differs)")
+    dims = volume.GetImageData().GetDimensions()
+    expected = (0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
+    if tuple(image.GetExtent()) != expected:
+        problems.append(f"segment extent {tuple(image.GetExtent())}, CT extent {expected}")
+    return problems

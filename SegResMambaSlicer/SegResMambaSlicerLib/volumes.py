@@ -1,0 +1,144 @@
+"""Volume nodes <-> SimpleITK images, with the geometry exactly as Slicer shows it.
+
+Slicer keeps a volume's geometry in its IJK-to-RAS matrix (the image data itself has origin 0,
+spacing 1) and may place it under a parent transform; ITK and the engine use an LPS origin,
+spacing and direction. Getting this wrong is how a segmentation ends up mirrored or shifted on
+oblique or flipped scans (a common complaint about the peers), so every conversion goes through
+:func:`ijk_to_world` and :func:`geometry_from_matrix`, and the tests check them on oblique,
+flipped and transformed volumes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+from vtk.util import numpy_support
+
+__all__ = [
+    "LPS_TO_RAS",
+    "array_from_volume",
+    "geometry_from_matrix",
+    "ijk_to_world",
+    "image_to_volume_node",
+    "matrix_from_image",
+    "oriented_image",
+    "volume_to_image",
+    "vtk_matrix",
+]
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""Flips x and y: LPS (ITK, DICOM) <-> RAS (Slicer); its own inverse."""
+
+
+def _to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def vtk_matrix(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
+    """A vtkMatrix4x4 holding a 4x4 numpy matrix."""
+    result = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            result.SetElement(r, c, float(matrix[r, c]))
+    return result
+
+
+def ijk_to_world(node) -> np.ndarray:
+    """The 4x4 voxel-index -> world RAS matrix, parent transforms included.
+
+    A linear parent transform is folded in, so the engine sees the volume where Slicer shows it.
+    A non-linear one cannot be expressed on a voxel grid: ValueError asks to harden it.
+    """
+    local = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(local)
+    matrix = _to_numpy(local)
+    parent = node.GetParentTransformNode()
+    if parent is not None:
+        if not parent.IsTransformToWorldLinear():
+            raise ValueError(
+                f"volume {node.GetName()!r} is under a non-linear transform; harden it "
+                "(Transforms module) before segmenting"
+            )
+        to_world = vtk.vtkMatrix4x4()
+        parent.GetMatrixTransformToWorld(to_world)
+        matrix = _to_numpy(to_world) @ matrix
+    return matrix
+
+
+def geometry_from_matrix(ijk_to_ras: np.ndarray) -> tuple[tuple, tuple, tuple]:
+    """(origin, spacing, direction) in ITK's LPS convention from an IJK-to-RAS matrix."""
+    lps = LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=float)
+    axes = lps[:3, :3]
+    spacing = np.linalg.norm(axes, axis=0)
+    if np.any(spacing <= 0):
+        raise ValueError("the volume's IJK-to-RAS matrix has a zero-length voxel axis")
+    direction = axes / spacing
+    return tuple(lps[:3, 3]), tuple(spacing), tuple(direction.ravel())
+
+
+def matrix_from_image(image: sitk.Image) -> np.ndarray:
+    """The IJK-to-RAS matrix of a SimpleITK image (the inverse of :func:`geometry_from_matrix`)."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.array(image.GetSpacing(), dtype=float)
+    lps[:3, 3] = image.GetOrigin()
+    return LPS_TO_RAS @ lps
+
+
+def array_from_volume(node) -> np.ndarray:
+    """A copy of the node's voxels as a (k, j, i) array (slices first, as SimpleITK orders)."""
+    image_data = node.GetImageData()
+    if image_data is None or image_data.GetPointData().GetScalars() is None:
+        raise ValueError(f"volume {node.GetName()!r} holds no image data")
+    components = image_data.GetNumberOfScalarComponents()
+    if components != 1:
+        raise ValueError(
+            f"volume {node.GetName()!r} has {components} components per voxel (colour or "
+            "vector image); choose a scalar volume"
+        )
+    dims = image_data.GetDimensions()
+    scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
+    return scalars.reshape(dims[::-1]).copy()
+
+
+def volume_to_image(node) -> sitk.Image:
+    """The volume as a SimpleITK image with its world geometry (parent transform included)."""
+    image = sitk.GetImageFromArray(array_from_volume(node))
+    origin, spacing, direction = geometry_from_matrix(ijk_to_world(node))
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    return image
+
+
+def image_to_volume_node(scene, image: sitk.Image, name: str, labelmap: bool = False):
+    """A new scalar (or labelmap) volume node in ``scene`` holding ``image`` with its geometry."""
+    node_class = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = scene.AddNewNodeByClass(node_class, name)
+    array = sitk.GetArrayFromImage(image)
+    image_data = vtk.vtkImageData()
+    image_data.SetDimensions(*array.shape[::-1])
+    vtk_type = numpy_support.get_vtk_array_type(array.dtype)
+    image_data.AllocateScalars(vtk_type, 1)
+    target = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
+    target[:] = array.ravel()
+    node.SetAndObserveImageData(image_data)
+    node.SetIJKToRASMatrix(vtk_matrix(matrix_from_image(image)))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def oriented_image(array: np.ndarray, ijk_to_ras: np.ndarray):
+    """A vtkOrientedImageData (segmentations' voxel container) holding ``array`` (k, j, i) as
+    unsigned char on the grid of ``ijk_to_ras``."""
+    import slicer
+
+    data = np.ascontiguousarray(array, dtype=np.uint8)
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(*data.shape[::-1])
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = data.ravel()
+    image.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras))
+    image.Modified()
+    return image
