@@ -1,0 +1,431 @@
+"""SegResMamba in 3D Slicer: the module's face (Module, parameter node, Widget, Logic, Test).
+
+Thin on purpose: inference runs in a child process (``SegResMambaSlicerLib.process``), volumes and
+results are converted in ``SegResMambaSlicerLib.volumes``/``.segmentation``, and the engine
+``segresmamba`` beside this file does the work, so everything but the widgets is tested outside
+Slicer. Heavy imports (PyTorch, the engine) happen only after the dependency check.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from SegResMambaSlicerLib import dependencies
+from SegResMambaSlicerLib.panel import MAX_INPUTS
+from SegResMambaSlicerLib.process import (
+    EngineProcess,
+    engine_environment,
+    find_python,
+    imported_model_path,
+)
+from SegResMambaSlicerLib.tasks import task_names
+
+TASK_NAMES = task_names() or ["btcv"]
+DEVICE_CHOICES = ["auto", "cpu", "gpu"]
+DEVICE_LABELS = {"auto": "auto", "cpu": "CPU", "gpu": "GPU"}
+
+
+class SegResMambaSlicer(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SegResMamba"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SegResMambaSlicer contributors"]
+        self.parent.helpText = (
+            "Segment CT and brain MRI with SegResMamba, a memory-efficient Mamba-based 3D network: "
+            "13 abdominal organs (BTCV), spleen, and brain tumour sub-regions from four MRI "
+            "sequences (BraTS). Runs on a GPU or, with fast mode, on a CPU; the UI stays usable "
+            "and Apply turns into Cancel while it runs."
+        )
+        self.parent.acknowledgementText = (
+            "SegResMamba (Das et al., 2025). Built on MONAI, PyTorch and 3D Slicer; the module "
+            "layout follows Slicer's scripted module template."
+        )
+
+
+@parameterNodeWrapper
+class SegResMambaSlicerParameterNode:
+    """Every choice the user makes, saved with the scene so reloading it restores them."""
+
+    task: Annotated[str, Choice(TASK_NAMES)] = TASK_NAMES[0]
+    inputVolume0: vtkMRMLScalarVolumeNode
+    inputVolume1: vtkMRMLScalarVolumeNode
+    inputVolume2: vtkMRMLScalarVolumeNode
+    inputVolume3: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
+    fast: bool = False
+    bratsLabelmap: bool = False
+    model: str = ""  # a checkpoint path or model name; empty: the task's default model
+
+
+class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None  # a SegmentationJob, or an EngineProcess for a model download/import
+        self._ready = False  # the engine's Python packages are installed
+        self._devices = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self._poll)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SegResMambaSlicer.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SegResMambaSlicerLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.refreshDependencies()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._cancelJob()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancelJob()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onNodeAdded(self, caller, event) -> None:
+        qt.QTimer.singleShot(0, self.autoFillInputs)  # after the loader has named the node
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        self.autoFillInputs()
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+            self._labelChoices()
+        self.updateGui()
+
+    def _labelChoices(self) -> None:
+        """connectGui fills the combo boxes with the raw choices; show titles instead."""
+        for index, name in enumerate(TASK_NAMES):
+            title = self.logic.taskTitle(name) if self._ready else name
+            self.ui.taskSelector.setItemText(index, title)
+        for index, name in enumerate(DEVICE_CHOICES):
+            self.ui.deviceSelector.setItemText(index, DEVICE_LABELS[name])
+
+    def autoFillInputs(self) -> None:
+        """Fill empty input selectors from the loaded volumes' names (BraTS: t1c -> T1Gd ...)."""
+        if not self._parameterNode or not self._ready:
+            return
+        from SegResMambaSlicerLib.tasks import match_volumes
+
+        task = self.logic.task(self._parameterNode.task)
+        volumes = [
+            node
+            for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            if not node.IsA("vtkMRMLLabelMapVolumeNode")
+        ]
+        matched = match_volumes(task, [node.GetName() for node in volumes])
+        for index, spec in enumerate(task.inputs):
+            name = f"inputVolume{index}"
+            if getattr(self._parameterNode, name) is None and spec.name in matched:
+                setattr(self._parameterNode, name, volumes[matched[spec.name]])
+
+    def updateGui(self, caller=None, event=None) -> None:
+        """Copy the Lib's decisions (``panel_state``) into the widgets."""
+        p = self._parameterNode
+        running = self._job is not None
+        if not p or not self._ready:
+            self.ui.applyButton.text = "Cancel" if running else "Apply"
+            self.ui.applyButton.enabled = running
+            return
+        from SegResMambaSlicerLib.panel import panel_state
+        from SegResMambaSlicerLib.tasks import model_status
+
+        task = self.logic.task(p.task)
+        inputs = [getattr(p, f"inputVolume{i}") for i in range(MAX_INPUTS)]
+        model = model_status(task.name, p.model or None)
+        state = panel_state(task, inputs, model, p.device, self._devices, running)
+        self.ui.taskDescriptionLabel.text = state.description
+        self.ui.taskInputsLabel.text = state.inputs_text
+        for index, (label, tip) in enumerate(zip(state.input_labels, state.input_tooltips)):
+            row = (
+                getattr(self.ui, f"inputLabel{index}"),
+                getattr(self.ui, f"inputSelector{index}"),
+            )
+            for widget in row:
+                widget.visible = label is not None
+                widget.toolTip = tip
+            if label is not None:
+                row[0].text = label
+        self.ui.bratsLabelmapCheckBox.visible = state.brats_option
+        self.ui.modelLabel.text = state.model_text
+        self.ui.downloadModelButton.enabled = state.can_download
+        self.ui.importModelButton.enabled = not running
+        self.ui.deviceInfoLabel.text = state.device_text
+        self.ui.applyButton.text = state.apply_text
+        self.ui.applyButton.enabled = state.apply_enabled
+        self.ui.applyButton.toolTip = state.apply_tooltip
+
+    def refreshDependencies(self) -> None:
+        missing = dependencies.find_missing()
+        self._ready = not missing
+        self.ui.installDependenciesButton.visible = bool(missing)
+        self.ui.dependenciesLabel.visible = bool(missing)
+        self.ui.inputsCollapsibleButton.enabled = self._ready
+        self.ui.optionsCollapsibleButton.enabled = self._ready
+        if missing:
+            names = ", ".join(m.requirement.distribution for m in missing)
+            self.ui.dependenciesLabel.text = f"SegResMamba needs Python packages first: {names}."
+        else:
+            self._devices = dependencies.describe_devices()
+
+    def onInstallDependencies(self) -> None:
+        plan = dependencies.install_plan(dependencies.find_missing())
+        if plan.empty or not slicer.util.confirmOkCancelDisplay(
+            plan.summary(dependencies.pytorch_utils_available()),
+            "SegResMamba: install Python packages",
+        ):
+            return
+        try:
+            with slicer.util.tryWithErrorDisplay("Installing the packages failed", waitCursor=True):
+                dependencies.install_in_slicer(plan)
+        finally:
+            self.refreshDependencies()
+            if self._parameterNode:
+                self._labelChoices()
+            self.autoFillInputs()
+            self.updateGui()
+
+    def onApplyButton(self) -> None:
+        if self._job is not None:
+            self._cancelJob()
+            self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
+            return
+        p = self._parameterNode
+        task = self.logic.task(p.task)
+        try:
+            device = dependencies.engine_device(p.device, self._devices)
+            self._start(
+                self.logic.startSegmentation(
+                    p.task,
+                    [getattr(p, f"inputVolume{i}") for i in range(task.in_channels)],
+                    p.outputSegmentation,
+                    model=p.model or None,
+                    device=device,
+                    fast=p.fast,
+                    brats_labelmap=p.bratsLabelmap,
+                ),
+                f"Segmenting ({task.title}) on {device}...",
+            )
+        except Exception as error:
+            self._showError(" ".join(str(error).split()))
+
+    def onDownloadModel(self) -> None:
+        from SegResMambaSlicerLib.tasks import model_status
+
+        status = model_status(self._parameterNode.task, self._parameterNode.model or None)
+        self._start(
+            self.logic.modelCommand("download", status.name), f"Downloading {status.name}..."
+        )
+
+    def onImportModel(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(),
+            "Import a SegResMamba model",
+            "",
+            "Models (*.safetensors *.zip)",
+        )
+        if path:
+            self._start(self.logic.modelCommand("import", path), f"Importing {path}...")
+
+    def _start(self, job, message: str) -> None:
+        self._job = job
+        self.ui.errorLabel.text = ""
+        self.ui.logText.appendPlainText(message)
+        self.ui.statusLabel.text = message
+        self.ui.progressBar.value = 0
+        self._timer.start()
+        self.updateGui()
+
+    def _poll(self) -> None:
+        """Called by the timer: forward the child's output, finish when it has ended."""
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        for event in job.poll():
+            if event.kind == "log":
+                self.ui.logText.appendPlainText(event.text)
+            elif event.kind == "status":
+                self.ui.statusLabel.text = event.text
+            elif event.kind == "progress":
+                self.ui.progressBar.value = int(1000 * event.progress.fraction)
+                self.ui.statusLabel.text = event.progress.describe()
+            elif event.kind == "finished":
+                self._finish(job)
+                return
+
+    def _finish(self, job) -> None:
+        self._timer.stop()
+        self._job = None
+        if isinstance(job, EngineProcess):  # model download or import
+            if job.returncode == 0:
+                self.ui.statusLabel.text = job.log[-1] if job.log else "Done."
+                self._parameterNode.model = (
+                    imported_model_path(job.log) or self._parameterNode.model
+                )
+            else:
+                self._showError(job.error_message or f"exit code {job.returncode}")
+        else:
+            node = job.finish()
+            if node is None:
+                self._showError(job.error)
+            else:
+                self.logic.showResult(node, job.input_nodes[0])
+                self.ui.progressBar.value = 1000
+                self.ui.statusLabel.text = f"Done: {node.GetName()}"
+        self.updateGui()
+
+    def _cancelJob(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+            self._timer.stop()
+            self.ui.progressBar.value = 0
+            self.updateGui()
+
+    def _showError(self, message: str) -> None:
+        """The one-line message under the button; the full log stays in the log pane."""
+        self.ui.errorLabel.text = message
+        self.ui.statusLabel.text = "Failed."
+        self.ui.logCollapsibleButton.collapsed = False
+        logging.error(f"SegResMamba: {message}")
+
+
+class SegResMambaSlicerLogic(ScriptedLoadableModuleLogic):
+    """What the module does, callable from scripts without the widget."""
+
+    def getParameterNode(self):
+        return SegResMambaSlicerParameterNode(super().getParameterNode())
+
+    def task(self, name: str):
+        from segresmamba.tasks import get_task
+
+        return get_task(name)
+
+    def taskTitle(self, name: str) -> str:
+        return self.task(name).title
+
+    def _environment(self):
+        startup = getattr(slicer.util, "startupEnvironment", None)
+        return engine_environment(startup() if startup else None)
+
+    def _python(self) -> str:
+        return find_python(slicer.app.slicerHome)
+
+    def process(self, task, inputs, output=None, **options):
+        """Segment synchronously in Slicer's own process (scripts); returns the segmentation.
+        ``options``: model, device, fast, overlap, brats_labelmap (see ``segment_volumes``)."""
+        from SegResMambaSlicerLib.logic import segment_volumes
+
+        node = segment_volumes(slicer.mrmlScene, task, inputs, output, **options)
+        self.showResult(node, inputs[0])
+        return node
+
+    def startSegmentation(self, task, inputs, output=None, **options):
+        """Start the engine in a child process and return the job; the caller polls it and
+        calls ``finish()`` on its "finished" event. ``options`` as for ``SegmentationJob``."""
+        from SegResMambaSlicerLib.logic import SegmentationJob
+
+        job = SegmentationJob(
+            slicer.mrmlScene,
+            task,
+            inputs,
+            output,
+            **options,
+            python=self._python(),
+            environment=self._environment(),
+        )
+        job.start()
+        return job
+
+    def modelCommand(self, action: str, argument: str) -> EngineProcess:
+        """``segresmamba models download NAME`` or ``models import FILE`` in a child process."""
+        command = [self._python(), "-m", "segresmamba", "models", action, str(argument)]
+        process = EngineProcess(command, env=self._environment())
+        process.start()
+        return process
+
+    def showResult(self, node, reference) -> None:
+        """Show the segmentation over its input in the slice views and as surfaces in 3D."""
+        slicer.util.setSliceViewerLayers(background=reference, fit=True)
+        node.CreateClosedSurfaceRepresentation()
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager and layoutManager.threeDWidget(0):
+            layoutManager.threeDWidget(0).threeDView().resetFocalPoint()
+
+
+class SegResMambaSlicerTest(ScriptedLoadableModuleTest):
+    """End to end on the synthetic phantom with the bundled demo model, on the CPU: segment
+    count, names, the CT's exact grid and Dice >= 0.9 (the same check pytest runs)."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_phantom_end_to_end()
+
+    def test_phantom_end_to_end(self) -> None:
+        missing = dependencies.find_missing()
+        if missing:
+            self.skipTest("install first: " + ", ".join(m.describe() for m in missing))
+        from SegResMambaSlicerLib.selftest import check_phantom
+
+        self.delayDisplay("Segmenting the phantom with the demo model")
+        result = check_phantom(slicer.mrmlScene, device="cpu", min_dice=0.9)
+        self.delayDisplay(result.report())
+        self.assertTrue(result.ok, result.report())
