@@ -1,0 +1,175 @@
+"""The Slicer extension's packaging: what CMake lists is what the module folder holds, the
+metadata the Extensions Index needs is there, and the installed layout runs the engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "SegResMambaSlicer"
+SKIPPED_PARTS = ("__pycache__", ".egg-info", ".pytest_cache", ".ruff_cache")
+
+
+def cmake_list(text: str, name: str) -> list[str]:
+    """The entries of ``set(NAME ...)`` in a CMakeLists, ``${MODULE_NAME}`` expanded."""
+    module = re.search(r"set\(MODULE_NAME (\w+)\)", text).group(1)
+    body = re.search(rf"set\({name}\s+(.*?)\)", text, flags=re.S).group(1)
+    entries = [line.split("#")[0].strip() for line in body.splitlines()]
+    return [e.replace("${MODULE_NAME}", module) for e in entries if e]
+
+
+def module_cmake() -> tuple[str, list[str], list[str]]:
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    resources = cmake_list(text, "MODULE_PYTHON_RESOURCES")
+    resources.append(re.search(r"set\(DEMO_CHECKPOINT (\S+)\)", text).group(1))
+    return text, cmake_list(text, "MODULE_PYTHON_SCRIPTS"), resources
+
+
+def module_files() -> list[str]:
+    files = []
+    for path in MODULE_DIR.rglob("*"):
+        relative = path.relative_to(MODULE_DIR)
+        if path.is_file() and path.suffix != ".pyc" and relative.name != "CMakeLists.txt":
+            if not any(part.endswith(SKIPPED_PARTS) for part in relative.parts):
+                files.append(relative.as_posix())
+    return sorted(files)
+
+
+def extension_settings() -> dict[str, str]:
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    return dict(re.findall(r'set\((EXTENSION_\w+) "([^"]*)"\)', text))
+
+
+def test_every_module_file_is_listed_in_cmake():
+    _, scripts, resources = module_cmake()
+    files = module_files()
+    unlisted_scripts = [f for f in files if f.endswith(".py") and f not in scripts]
+    unlisted_resources = [f for f in files if not f.endswith(".py") and f not in resources]
+    assert not unlisted_scripts, f"add to MODULE_PYTHON_SCRIPTS: {unlisted_scripts}"
+    assert not unlisted_resources, f"add to MODULE_PYTHON_RESOURCES: {unlisted_resources}"
+    demo = resources[-1]
+    stale = [f for f in scripts + resources[:-1] if not (MODULE_DIR / f).is_file()]
+    assert not stale, f"CMake lists files that do not exist: {stale}"
+    assert demo.endswith(".safetensors")  # listed only when it exists (if(EXISTS ...))
+
+
+def test_module_cmake_builds_tests_and_installs_the_model_registry():
+    text, _, _ = module_cmake()
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    assert re.search(r"if\(BUILD_TESTING\)\s+#.*\n\s+slicer_add_python_unittest\(SCRIPT", text)
+    registry = cmake_list(text, "MODEL_REGISTRY_FILES")
+    assert registry == ["models.json", "models.schema.json"]
+    assert all((REPO / "Resources" / name).is_file() for name in registry)
+    assert "Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources" in text
+    from segresmamba.weights import registry as engine_registry
+
+    # in Slicer the engine looks beside its package first: where CMake puts the registry
+    first = engine_registry._resource_candidates("models.json")[0]
+    assert first == MODULE_DIR / "Resources" / "models.json"
+
+
+def test_extension_metadata_is_complete():
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    settings = extension_settings()
+    for field in (
+        "HOMEPAGE",
+        "CATEGORY",
+        "CONTRIBUTORS",
+        "DESCRIPTION",
+        "ICONURL",
+        "SCREENSHOTURLS",
+        "DEPENDS",
+    ):
+        assert settings.get(f"EXTENSION_{field}"), f"EXTENSION_{field} is missing or empty"
+    assert settings["EXTENSION_CATEGORY"] == "Segmentation"
+    assert settings["EXTENSION_DEPENDS"] == "PyTorch"
+    for line in (
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(SegResMambaSlicer)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ):
+        assert line in text
+    name = re.search(r"project\((\w+)\)", text).group(1)
+    assert not name.startswith("Slicer"), "the Extensions Index refuses names starting with Slicer"
+    assert (REPO / "LICENSE").is_file()
+    # the icon and screenshots the catalog shows are files of this repository
+    urls = [settings["EXTENSION_ICONURL"], *settings["EXTENSION_SCREENSHOTURLS"].split()]
+    for url in urls:
+        path = REPO / url.split("/main/", 1)[1]
+        assert path.is_file() and path.suffix in (".png", ".jpg"), url
+
+
+def test_extensions_index_entry():
+    name = re.search(r"project\((\w+)\)", (REPO / "CMakeLists.txt").read_text()).group(1)
+    entry = json.loads((REPO / "docs" / f"{name}.json").read_text(encoding="utf-8"))
+    allowed = {
+        "$schema",
+        "category",
+        "scm_url",
+        "scm_revision",
+        "scm_type",
+        "build_dependencies",
+        "dicom_support_rule",
+        "build_subdirectory",
+        "enabled",
+        "tier",
+    }
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert "slicer-extension-catalog-entry-schema" in entry["$schema"]
+    settings = extension_settings()
+    assert entry["category"] == settings["EXTENSION_CATEGORY"]
+    assert entry["build_dependencies"] == settings["EXTENSION_DEPENDS"].split()
+    assert isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5
+
+
+def test_icon_is_a_128_pixel_png():
+    header = (MODULE_DIR / "Resources" / "Icons" / "SegResMambaSlicer.png").read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", header[16:24]) == (128, 128)
+
+
+def test_installed_layout_runs_the_engine(tmp_path):
+    """Copy exactly what CMake installs into a qt-scripted-modules folder and run the engine
+    from there: a file missing from the lists fails here as it would in Slicer."""
+    _, scripts, resources = module_cmake()
+    target = tmp_path / "qt-scripted-modules"
+    for relative in scripts + resources:
+        source = MODULE_DIR / relative
+        if source.is_file():
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / relative)
+    for name in ("models.json", "models.schema.json"):
+        (target / "Resources").mkdir(exist_ok=True)
+        shutil.copyfile(REPO / "Resources" / name, target / "Resources" / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGRESMAMBA_")}
+    env.update(PYTHONPATH=str(target), SEGRESMAMBA_HOME=str(tmp_path / "cache"))
+    code = (
+        "import segresmamba, SegResMambaSlicerLib.process as p; from segresmamba.weights import "
+        "models_json_path; from segresmamba.tasks import list_tasks; "
+        "print(segresmamba.__file__); print(models_json_path()); print(len(list_tasks()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    package, registry, tasks = out.stdout.split()
+    assert Path(package).is_relative_to(target)
+    assert Path(registry) == target / "Resources" / "models.json"
+    assert int(tasks) >= 4
+    listing = subprocess.run(
+        [sys.executable, "-m", "segresmamba", "models", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert listing.returncode == 0 and "phantom-demo" in listing.stdout, listing.stderr
