@@ -84,6 +84,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._job = None  # a SegmentationJob, or an EngineProcess for a model download/import
         self._ready = False  # the engine's Python packages are installed
         self._devices = None
+        self._shownTask = None  # the task the input selectors were filled for
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)
@@ -113,6 +114,9 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.initializeParameterNode()
 
     def exit(self) -> None:
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         if self._parameterNode:
             if self._parameterNodeGuiTag is not None:
                 self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
@@ -135,12 +139,9 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.autoFillInputs()
 
     def setParameterNode(self, parameterNode) -> None:
-        if self._parameterNode:
-            if self._parameterNodeGuiTag is not None:
-                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-                self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self._disconnect()
         self._parameterNode = parameterNode
+        self._shownTask = None  # keep the inputs a loaded scene restores
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
@@ -181,6 +182,12 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.applyButton.text = "Cancel" if running else "Apply"
             self.ui.applyButton.enabled = running
             return
+        if self._shownTask not in (None, p.task):  # another task needs other images
+            self._shownTask = p.task
+            for index in range(MAX_INPUTS):
+                setattr(p, f"inputVolume{index}", None)
+            self.autoFillInputs()
+        self._shownTask = p.task
         from SegResMambaSlicerLib.panel import panel_state
         from SegResMambaSlicerLib.tasks import model_status
 

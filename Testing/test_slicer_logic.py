@@ -28,6 +28,7 @@ from SegResMambaSlicerLib.logic import SegmentationJob, segment_volumes  # noqa:
 from SegResMambaSlicerLib.segmentation import (  # noqa: E402
     brats_labelmap_node,
     labels_to_segmentation,
+    segmentation_logic,
     segmentation_to_labels,
 )
 from SegResMambaSlicerLib.selftest import check_phantom  # noqa: E402
@@ -252,8 +253,11 @@ def test_engine_error_shows_one_line_and_keeps_the_scene(ct_case, tmp_path):
     assert job.process.returncode == 3 and node_count(scene) == before
 
 
-def test_brats_volumes_in_shuffled_order_are_matched_by_name(shared_data):
+def test_brats_volumes_in_shuffled_order_are_matched_by_name(shared_data, request):
     headless = HeadlessSlicer.create()
+    headless.publish()  # as in Slicer: slicer.mrmlScene and slicer.modules are this scene's
+    request.addfinalizer(headless.withdraw)
+    assert segmentation_logic(headless.scene) is headless.segmentations
     folder = shared_data / "brats-gli-00001"
     files = ["t1n", "t1c", "t2w", "t2f"]
     random.Random(4).shuffle(files)
@@ -281,6 +285,8 @@ def test_brats_volumes_in_shuffled_order_are_matched_by_name(shared_data):
     written = sitk.GetArrayFromImage(volume_to_image(labelmap))
     assert np.array_equal(written, sitk.GetArrayFromImage(truth))
     np.testing.assert_allclose(ijk_to_world(labelmap), ijk_to_world(reference), atol=1e-12)
+    headless.withdraw()
+    assert not hasattr(slicer, "mrmlScene")
 
 
 def test_self_test_check_runs_through_the_logic(tiny_model):

@@ -109,3 +109,28 @@ def test_custom_widgets_are_declared_with_their_base_class():
     used = {w.get("class") for w in tree.iter("widget")}
     slicer_classes = {c for c in used if c.startswith(("ctk", "qMRML", "qSlicer"))}
     assert slicer_classes <= set(declared), f"undeclared: {slicer_classes - set(declared)}"
+
+
+def test_module_uses_only_names_the_lib_has():
+    """The module cannot run outside Slicer, so check statically that what it imports from the
+    Lib, and every ``dependencies.<name>`` it calls, exists."""
+    import importlib
+
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    used: list[tuple[str, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "SegResMambaSlicerLib"
+        ):
+            used += [(node.module, alias.name) for alias in node.names]
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "dependencies"
+        ):
+            used.append(("SegResMambaSlicerLib.dependencies", node.attr))
+    assert len(used) > 10
+    for module_name, name in used:
+        module = importlib.import_module(module_name)
+        if not hasattr(module, name):
+            importlib.import_module(f"{module_name}.{name}")  # a submodule, e.g. dependencies

@@ -9,6 +9,7 @@ application's scene instead.
 
 from __future__ import annotations
 
+import tempfile
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,13 @@ class HeadlessSlicer:
         scene = slicer.vtkMRMLScene()
         application = slicer.vtkSlicerApplicationLogic()
         application.SetMRMLScene(scene)
+        # slicer-core ships no colour files; an empty share folder lets the colour logic make
+        # its built-in tables (Labels, Grey, ...) quietly, as in the application
+        home = tempfile.TemporaryDirectory(prefix="slicer-home-")
+        share = "share/Slicer"
+        (Path(home.name) / share / "ColorFiles").mkdir(parents=True)
+        application.SetHomeDirectory(home.name)
+        application.SetShareDirectory(share)
         logics = {}
         for name, logic_class in (
             ("Colors", slicer.vtkSlicerColorLogic),
@@ -45,6 +53,7 @@ class HeadlessSlicer:
             application.SetModuleLogic(name, logic)
             logics[name] = logic
         logics["Colors"].AddDefaultColorNodes()
+        home.cleanup()
         from .segmentation import register_segmentation_logic
 
         register_segmentation_logic(scene, logics["Segmentations"])
