@@ -1,0 +1,374 @@
+"""The training loop behind ``python -m training.train``: one step-based loop for every task.
+
+Steps, not epochs, are the unit (the paper's BTCV recipe counts steps; epoch recipes are turned
+into steps once the training list is known), so validation, checkpoints and resume points all
+fall on step numbers. The cosine schedule anneals over the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from segresmamba.errors import SegResMambaError
+from segresmamba.network import SegResMamba
+from segresmamba.tasks import Task, get_task
+from segresmamba.weights import make_header, save_checkpoint
+
+from .data import (
+    SeededDataset,
+    SeededSampler,
+    load_datalist,
+    make_loader,
+    validation_dataset,
+    write_phantom_datalist,
+)
+from .distributed import Distributed, replica_digests, setup, teardown, wrap
+from .recipes import PHANTOM_TRAIN_SEEDS, PHANTOM_VALIDATION_SEEDS, get_recipe, phantom_seeds
+from .runlog import RunLog, command_line, git_commit, utc_now
+from .state import load_state, read_progress, save_state
+from .transforms import deterministic_transforms, random_transforms
+from .validation import class_names, validate
+
+__all__ = ["train"]
+
+BEST = "best.safetensors"
+RESUME = "resume.safetensors"
+SAME_ON_RESUME = (
+    "task",
+    "data",
+    "fold",
+    "seed",
+    "lr",
+    "loss",
+    "batch_size",
+    "patch_size",
+    "samples_per_volume",
+    "network",
+    "total_steps",
+    "world_size",
+)
+
+
+def train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run (or resume) training as ``args`` says; returns the exit status."""
+    place = setup(args.device)
+    try:
+        return _train(args, argv, place)
+    finally:
+        teardown()
+
+
+def _settings(args: argparse.Namespace, task: Task, place: Distributed) -> dict[str, Any]:
+    recipe = get_recipe(task.name)
+    return {
+        "task": task.name,
+        "data": str(Path(args.data).resolve()) if args.data else None,
+        "fold": args.fold,
+        "seed": args.seed,
+        "lr": args.lr or recipe.learning_rate,
+        "weight_decay": recipe.weight_decay,
+        "loss": args.loss or recipe.loss,
+        "batch_size": args.batch_size or recipe.batch_size,
+        "samples_per_volume": args.samples_per_volume or recipe.samples_per_volume,
+        "patch_size": list(args.patch_size or task.patch_size),
+        "network": {**task.network, **(args.network or {})},
+        "world_size": place.world_size,
+        "recipe": recipe.as_dict(),
+    }
+
+
+def _split(args: argparse.Namespace, task: Task, out: Path, place: Distributed):
+    """(training entries, validation entries, datalist summary) for this run."""
+    if task.name == "phantom":
+        folder = out / "phantom-data"
+        train_seeds = phantom_seeds(PHANTOM_TRAIN_SEEDS, args.phantom_train)
+        val_seeds = phantom_seeds(PHANTOM_VALIDATION_SEEDS, args.phantom_val)
+        if place.main:
+            write_phantom_datalist(folder, task, train_seeds, val_seeds, args.phantom_size)
+        place.barrier()
+        path = folder / "datalist.json"
+    else:
+        path = Path(args.data)
+    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if args.fold is not None:
+        cases = info.get("cases")
+        if not cases or "fold" not in cases[0]:
+            raise SegResMambaError(
+                f"{path} has no folds; make it with training.prepare --task brats"
+            )
+        folds = sorted({c["fold"] for c in cases})
+        if args.fold not in folds:
+            raise SegResMambaError(f"fold {args.fold} is not in {path} (folds {folds})")
+        base = path.parent
+        fix = [
+            {
+                **c,
+                "image": [str(base / i) if not Path(i).is_absolute() else i for i in c["image"]],
+                "label": c["label"] if Path(c["label"]).is_absolute() else str(base / c["label"]),
+            }
+            for c in cases
+        ]
+        training = [c for c in fix if c["fold"] != args.fold]
+        validation = [c for c in fix if c["fold"] == args.fold]
+        split = f"{info.get('split', '5 folds')}; validation fold {args.fold}"
+    else:
+        training, validation = load_datalist(path, "training"), load_datalist(path, "validation")
+        split = info.get("split", f"{path.name}: training / validation")
+    summary = {
+        "datalist": str(path),
+        "split": split,
+        "training_cases": len(training),
+        "validation_cases": len(validation),
+        "dataset": info.get("dataset") or task.dataset,
+    }
+    return training, validation, summary
+
+
+def _loss(task: Task, name: str) -> torch.nn.Module:
+    from monai.losses import DiceCELoss, DiceLoss
+
+    if task.output == "softmax":
+        kwargs = {"to_onehot_y": True, "softmax": True}
+    else:  # BraTS regions, as MONAI's BraTS tutorial
+        kwargs = {"sigmoid": True, "smooth_nr": 0.0, "smooth_dr": 1e-5, "squared_pred": True}
+    return DiceCELoss(**kwargs) if name == "dicece" else DiceLoss(**kwargs)
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+
+
+def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) -> int:
+    task = get_task(args.task)
+    recipe = get_recipe(task.name)
+    settings = _settings(args, task, place)
+    out = Path(args.out)
+    resume_path = out / RESUME
+    if args.resume and not resume_path.is_file():
+        raise SegResMambaError(f"nothing to resume: {resume_path} does not exist")
+    if not args.resume and resume_path.is_file():
+        raise SegResMambaError(f"{out} already holds a run; add --resume or choose another --out")
+    if place.main:
+        out.mkdir(parents=True, exist_ok=True)
+    place.barrier()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if place.device.type == "cuda":
+        torch.backends.cudnn.benchmark = not args.deterministic
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+
+    training, validation, summary = _split(args, task, out, place)
+    patch = tuple(settings["patch_size"])
+    workers = (
+        args.workers if args.workers is not None else (4 if place.device.type == "cuda" else 0)
+    )
+    cache_rate = (
+        args.cache_rate if args.cache_rate is not None else (0.0 if task.name == "brats" else 1.0)
+    )
+    train_data = SeededDataset(
+        training,
+        deterministic_transforms(task, crop_foreground=recipe.crop_foreground),
+        random_transforms(
+            task, replace(recipe, samples_per_volume=settings["samples_per_volume"]), patch
+        ),
+        cache_rate=cache_rate,
+    )
+    sampler = SeededSampler(train_data, args.seed, place.world_size, place.rank)
+    batch_size = settings["batch_size"]
+    loader = make_loader(train_data, sampler, batch_size, workers)
+    steps_per_epoch = len(sampler) // batch_size
+    if steps_per_epoch < 1:
+        raise SegResMambaError(
+            f"{len(training)} training case(s) cannot fill a batch of {batch_size} on "
+            f"{place.world_size} process(es)"
+        )
+    epochs = args.epochs or (0 if args.max_steps else recipe.epochs)
+    total = epochs * steps_per_epoch if epochs else (args.max_steps or recipe.steps)
+    settings["total_steps"] = total
+    val_every = args.val_every or recipe.val_every or steps_per_epoch
+    save_every = args.save_every or val_every
+    # No foreground crop: validation sees the whole scan, as segment() does for users.
+    val_cases = validation_dataset(
+        validation, deterministic_transforms(task, crop_foreground=False)
+    )
+
+    model = SegResMamba(**{**task.network_kwargs(), **settings["network"]}).to(place.device)
+    ddp_model = wrap(model, place)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings["lr"], weight_decay=recipe.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    amp = place.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    loss_fn = _loss(task, settings["loss"])
+
+    progress: dict[str, Any] = {
+        "step": 0,
+        "epoch": 0,
+        "position": 0,
+        "best_dice": -1.0,
+        "best_step": 0,
+        "seconds": 0.0,
+        "settings": settings,
+    }
+    if args.resume:
+        saved = read_progress(resume_path)["progress"]["settings"]
+        changed = [k for k in SAME_ON_RESUME if saved.get(k) != settings.get(k)]
+        if changed:
+            raise SegResMambaError(
+                f"--resume with different settings ({', '.join(changed)}) than {resume_path}; "
+                "resume with the original options"
+            )
+        progress = load_state(resume_path, model, optimizer, scheduler, scaler, place.device)
+    names = class_names(task)
+    columns = ["step", "epoch", "loss", "lr", "seconds", "val_mean"] + [f"val_{n}" for n in names]
+    log = RunLog(out, columns, place.main, progress["step"] if args.resume else None)
+    if place.main:
+        run_info = {
+            "command": command_line("training.train", argv),
+            "date": utc_now(),
+            "commit": git_commit(),
+            "device": str(place.device),
+            **summary,
+            "steps_per_epoch": steps_per_epoch,
+            "settings": settings,
+        }
+        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        print(
+            f"training {task.name}: {summary['training_cases']} training / "
+            f"{summary['validation_cases']} validation cases, {total} steps "
+            f"({steps_per_epoch} per epoch), validation every {val_every}, on {place.device} "
+            f"x{place.world_size}",
+            flush=True,
+        )
+
+    def save_best(dice: dict[str, float]) -> None:
+        provenance = {
+            "dataset": summary["dataset"],
+            "split": summary["split"],
+            "steps": progress["step"],
+            "dice": dice["mean"],
+            "dice_per_class": {n: dice[n] for n in names},
+            "commit": git_commit(),
+            "date": utc_now(),
+            "command": command_line("training.train", argv),
+            "seed": args.seed,
+            "device": f"{place.device} x{place.world_size}",
+            "training_hours": round(progress["seconds"] / 3600, 4),
+            "recipe": recipe.source,
+            "settings": {k: v for k, v in settings.items() if k != "recipe"},
+        }
+        header = make_header(task, settings["network"], provenance)
+        save_checkpoint(out / BEST, model, header, overwrite=True)
+
+    start_step, started = progress["step"], time.perf_counter() - progress["seconds"]
+    bar = tqdm(
+        total=total,
+        initial=start_step,
+        disable=not place.main,
+        desc=f"train {task.name}",
+        unit="step",
+        mininterval=5,
+        dynamic_ncols=True,
+    )
+    model.train()
+    stop = False
+    while progress["step"] < total and not stop:
+        sampler.set_epoch(progress["epoch"])
+        sampler.skip(progress["position"] * batch_size)
+        for batch in loader:
+            image = _plain(batch["image"]).to(place.device, non_blocking=True)
+            label = _plain(batch["label"]).to(place.device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+                loss = loss_fn(ddp_model(image), label)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            loss_value = loss.detach().float()
+            if place.active:
+                torch.distributed.all_reduce(loss_value)
+                loss_value /= place.world_size
+            progress["step"] += 1
+            progress["position"] += 1
+            progress["seconds"] = time.perf_counter() - started
+            step = progress["step"]
+            row = {
+                "step": step,
+                "epoch": progress["epoch"],
+                "loss": float(loss_value),
+                "lr": lr,
+                "seconds": round(progress["seconds"], 2),
+            }
+            log.scalars(step, {"train/loss": row["loss"], "train/lr": lr})
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", best=f"{max(progress['best_dice'], 0):.4f}")
+            if step % val_every == 0 or step == total:
+                dice = validate(model, val_cases, task, patch, place)
+                row.update({"val_mean": dice["mean"], **{f"val_{n}": dice[n] for n in names}})
+                log.scalars(step, {f"val/{k}": v for k, v in dice.items() if not math.isnan(v)})
+                if place.main:
+                    bar.write(
+                        f"step {step}: validation mean Dice {dice['mean']:.4f} ("
+                        + ", ".join(f"{n} {dice[n]:.3f}" for n in names)
+                        + ")"
+                    )
+                if dice["mean"] > progress["best_dice"]:
+                    progress.update(best_dice=dice["mean"], best_step=step)
+                    if place.main:
+                        save_best(dice)
+            log.row(row)
+            stop = bool(args.stop_after and step - start_step >= args.stop_after)
+            if step % save_every == 0 or step == total or stop:
+                if place.main:
+                    save_state(out / RESUME, model, optimizer, scheduler, scaler, progress)
+                place.barrier()
+            if step >= total or stop:
+                break
+        else:
+            progress["epoch"] += 1
+            progress["position"] = 0
+    bar.close()
+    log.close()
+    digests = replica_digests(model, place)
+    if place.main:
+        run_info["finished"] = {
+            "step": progress["step"],
+            "date": utc_now(),
+            "pid": os.getpid(),
+            "replica_weight_digests": digests,
+        }
+        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        if len(set(digests)) != 1:
+            raise SegResMambaError(f"the {len(digests)} replicas' weights differ after training")
+        if stop and progress["step"] < total:
+            print(
+                f"stopped at step {progress['step']} of {total}; continue with --resume", flush=True
+            )
+        else:
+            print(
+                f"done: {total} steps in {progress['seconds'] / 60:.1f} min; best validation "
+                f"mean Dice {progress['best_dice']:.4f} at step {progress['best_step']} -> "
+                f"{out / BEST}",
+                flush=True,
+            )
+    return 0
