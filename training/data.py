@@ -197,6 +197,14 @@ def make_loader(
     )
 
 
-def validation_dataset(entries: Sequence[dict], deterministic: Sequence) -> CacheDataset:
-    """Validation cases, fully preprocessed once and cached (no random transforms)."""
-    return CacheDataset(list(entries), transform=Compose(list(deterministic)), progress=False)
+def validation_dataset(
+    entries: Sequence[dict], deterministic: Sequence, cache_rate: float = 1.0
+) -> CacheDataset:
+    """Validation cases, preprocessed once and kept in RAM up to ``cache_rate`` (BraTS folds
+    are too large to keep: 250 cases x 4 sequences at 1 mm)."""
+    return CacheDataset(
+        list(entries),
+        transform=Compose(list(deterministic)),
+        cache_rate=cache_rate,
+        progress=False,
+    )

@@ -206,7 +206,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     save_every = args.save_every or val_every
     # No foreground crop: validation sees the whole scan, as segment() does for users.
     val_cases = validation_dataset(
-        validation, deterministic_transforms(task, crop_foreground=False)
+        validation, deterministic_transforms(task, crop_foreground=False), cache_rate
     )
 
     model = SegResMamba(**{**task.network_kwargs(), **settings["network"]}).to(place.device)

@@ -106,7 +106,7 @@ RECIPES: dict[str, Recipe] = {
         "Orientation, CropForeground, Spacing); patch sampling and augmentation as for BTCV",
     ),
     "phantom": Recipe(
-        steps=1200,
+        steps=2000,
         learning_rate=2e-3,
         loss="dicece",
         batch_size=1,
@@ -114,9 +114,9 @@ RECIPES: dict[str, Recipe] = {
         crop_foreground=False,
         flip_prob=0.0,
         rotate90_prob=0.0,
-        intensity_shift=0.05,
-        intensity_shift_prob=0.5,
-        val_every=100,
+        intensity_shift=0.0,
+        intensity_shift_prob=0.0,
+        val_every=200,
         source="ours (not in the paper): a short CPU run that trains the bundled demo model",
         notes=(
             "no foreground crop: segment() runs windows over the whole scan, air included; a "
@@ -124,7 +124,10 @@ RECIPES: dict[str, Recipe] = {
             "the cropped validation volumes)",
             "no flips or rotations: they would put the liver on the patient's left and swap the "
             "left and right kidneys, which the phantom's labels (like BTCV's) tell apart",
-            "learning rate 2e-3 and Dice+CE so that a few hundred CPU steps suffice",
+            "no intensity shifts: the phantom's tissues have fixed Hounsfield units, and spleen "
+            "(50 HU) differs from soft tissue (40 HU) by less than the noise (15 HU); a 0.05 "
+            "shift (21 HU) left the spleen at 0.85 Dice after 1,200 steps",
+            "learning rate 2e-3 and Dice+CE so that a CPU run of about 20 minutes suffices",
         ),
     ),
 }
