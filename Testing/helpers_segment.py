@@ -18,10 +18,14 @@ from torch import nn
 
 from segresmamba import SegResMamba
 from segresmamba.network import check_input_shape
+from segresmamba.phantom import rotation_matrix
 from segresmamba.tasks import get_task
 from segresmamba.weights import make_header, save_checkpoint
 
 TINY_WIDTHS = (8, 16, 32, 64)
+
+rotation = rotation_matrix
+"""Rotation from angles about x, y, z in degrees (the phantom's own; kept for older tests)."""
 
 
 class ThresholdNet(nn.Module):
@@ -64,15 +68,6 @@ def assert_same_grid(a: sitk.Image, b: sitk.Image) -> None:
     np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), rtol=0, atol=1e-12)
-
-
-def rotation(degrees_xyz: Sequence[float]) -> np.ndarray:
-    """A rotation matrix from angles about x, y and z (degrees)."""
-    ax, ay, az = np.deg2rad(degrees_xyz)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def window_ct(hu: np.ndarray, a_min: float = -175.0, a_max: float = 250.0) -> np.ndarray:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers_segment import ThresholdNet, assert_same_grid, rotation, tiny_checkpoint, window_ct
+from helpers_segment import ThresholdNet, assert_same_grid, tiny_checkpoint, window_ct
 
 from segresmamba.inference import segment
 from segresmamba.io import read_image
-from segresmamba.phantom import make_phantom
+from segresmamba.phantom import make_phantom, rotation_matrix
 from segresmamba.weights import load_checkpoint
 
 CT_BINS = [0.3, 0.55, 0.8]  # air/fat | soft tissue | enhanced organs | bone, contrast
@@ -31,7 +31,7 @@ def with_origin(image: sitk.Image, shift_mm) -> sitk.Image:
 def with_direction(image: sitk.Image, degrees) -> sitk.Image:
     """The same voxels on a grid turned about its centre (a different physical placement)."""
     turned = sitk.Image(image)
-    direction = rotation(degrees) @ np.array(image.GetDirection()).reshape(3, 3)
+    direction = rotation_matrix(degrees) @ np.array(image.GetDirection()).reshape(3, 3)
     centre = image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in image.GetSize()])
     half = np.array(image.GetSpacing()) * (np.array(image.GetSize()) - 1) / 2
     turned.SetDirection(tuple(direction.ravel()))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers_segment import ThresholdNet, assert_same_grid, rotation, tiny_checkpoint, window_ct
+from helpers_segment import ThresholdNet, assert_same_grid, tiny_checkpoint, window_ct
 
 from segresmamba.errors import CheckpointError, SegResMambaError
 from segresmamba.inference import (
@@ -19,7 +19,7 @@ from segresmamba.inference import (
     segment,
     window_size,
 )
-from segresmamba.phantom import make_phantom
+from segresmamba.phantom import make_phantom, rotation_matrix
 from segresmamba.weights import load_checkpoint
 
 PHANTOM_BINS = [0.3, 0.65, 0.82]  # fat/air | soft tissue, liver, spleen | kidney | aorta, bone
@@ -95,7 +95,7 @@ def test_extra_inputs_are_resampled_in_physical_space(phantom, caplog):
     ct, _ = phantom
     other = sitk.Image([100, 90, 50], ct.GetPixelID())
     other.SetSpacing((2.4, 2.6, 3.1))
-    direction = rotation((-6, 4, 9)) @ np.array(ct.GetDirection()).reshape(3, 3)
+    direction = rotation_matrix((-6, 4, 9)) @ np.array(ct.GetDirection()).reshape(3, 3)
     other.SetDirection(tuple(direction.ravel()))
     centre = ct.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in ct.GetSize()])
     half = np.array(other.GetSpacing()) * (np.array(other.GetSize()) - 1) / 2

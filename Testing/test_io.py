@@ -10,7 +10,6 @@ import nrrd
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers_segment import rotation
 
 from segresmamba.errors import SegResMambaError
 from segresmamba.io import (
@@ -21,7 +20,7 @@ from segresmamba.io import (
     write_image,
     write_labelmap,
 )
-from segresmamba.phantom import make_phantom
+from segresmamba.phantom import make_phantom, rotation_matrix
 from segresmamba.tasks import get_task
 
 
@@ -36,7 +35,7 @@ def volume(size=(20, 18, 12), value=None, dtype=np.int16, seed=0) -> sitk.Image:
     image = sitk.GetImageFromArray(voxels)
     image.SetSpacing((0.8, 1.1, 2.5))
     image.SetOrigin((-12.5, 40.0, 7.25))
-    image.SetDirection(tuple(rotation((4, -3, 10)).ravel()))
+    image.SetDirection(tuple(rotation_matrix((4, -3, 10)).ravel()))
     return image
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["DEMO_SEED", "HU", "LABELS", "iter_phantoms", "make_phantom"]
+__all__ = ["DEMO_SEED", "HU", "LABELS", "iter_phantoms", "make_phantom", "rotation_matrix"]
 
 LABELS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "aorta"}
 """Label value -> structure, as in the truth image."""
@@ -43,8 +43,8 @@ DEMO_SEED = 999_999
 so the Dice the demo prints is measured on an unseen phantom."""
 
 
-def _rotation(angles_deg: Sequence[float]) -> np.ndarray:
-    """Rotation matrix from small angles about x, then y, then z (degrees)."""
+def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
+    """Rotation matrix from angles about x, then y, then z (degrees): R = Rz Ry Rx."""
     ax, ay, az = np.deg2rad(angles_deg)
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
@@ -82,7 +82,7 @@ def make_phantom(
 
     # Oblique acquisition: a few degrees about each axis, signs and sizes varying by seed.
     angles = rng.uniform(3.0, 8.0, 3) * rng.choice([-1.0, 1.0], 3) * np.array([0.6, 0.4, 1.0])
-    direction = _rotation(angles)
+    direction = rotation_matrix(angles)
     extent = spacing * (np.array(size) - 1)
     center = np.array([rng.uniform(-20, 20), rng.uniform(-30, 0), rng.uniform(-400, -300)])
     origin = center - direction @ (extent / 2)
