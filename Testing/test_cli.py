@@ -6,6 +6,7 @@ documented exit code and no output file (nor a temporary one left behind).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,8 @@ def run_cli(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProce
         cwd=cwd,
         env=env,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=timeout,
     )
 
@@ -184,7 +186,7 @@ def test_damaged_checkpoint_is_a_model_error(work, damage):
     assert_clean_failure(verify, 3, checkpoint.name)
 
 
-def test_segment_one_case_to_seg_nrrd(work):
+def test_segment_one_case_to_seg_nrrd_with_json_progress(work):
     output = work / "one.seg.nrrd"
     result = run_cli(
         "segment",
@@ -197,6 +199,7 @@ def test_segment_one_case_to_seg_nrrd(work):
         "--model",
         "phantom.safetensors",
         "--fast",
+        "--progress-json",
         cwd=work,
     )
     assert result.returncode == 0, result.stderr
@@ -206,6 +209,11 @@ def test_segment_one_case_to_seg_nrrd(work):
     _, header = nrrd.read(str(output), index_order="C")
     names = [header[f"Segment{i}_Name"] for i in range(5)]
     assert names == [label.name for label in get_task("phantom").foreground_labels]
+    reports = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert reports and all(r["event"] == "progress" and r["case"] == "ct1" for r in reports)
+    assert [r["stage"] for r in reports][-1] == "done" and reports[-1]["fraction"] == 1.0
+    assert [r["fraction"] for r in reports] == sorted(r["fraction"] for r in reports)
+    assert "\r" not in result.stderr  # no progress bar redraws mixed in
 
 
 def assert_same_grid_loose(a: sitk.Image, b: sitk.Image) -> None:
@@ -361,7 +369,8 @@ def test_ctrl_c_exits_130_and_leaves_no_file(work):
         cwd=work,
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         env={**os.environ, "SEGRESMAMBA_HOME": str(work / "cache"), "PYTHONWARNINGS": "ignore"},
     )
     for line in process.stderr:
