@@ -331,20 +331,34 @@ def test_brats_four_inputs_end_to_end(work, brats_case):
     ]
 
 
-def test_demo_scores_the_phantom_or_says_the_model_is_missing(work):
-    out = work / "demo"
-    result = run_cli("demo", "--out", out, "--fast", cwd=work)
-    bundled = get_model("phantom-demo").bundled_path()
-    if bundled is None or not bundled.is_file():
-        assert_clean_failure(result, 3, "the demo model is not there yet", out / "demo_seg.nii.gz")
-        assert not out.exists()
-        return
+def assert_demo_ran(result, out: Path) -> None:
     assert result.returncode == 0, result.stderr
     for name in ("demo_ct.nii.gz", "demo_truth.nii.gz", "demo_seg.nii.gz"):
         assert (out / name).is_file()
+    truth, seg = (sitk.ReadImage(str(out / f"demo_{n}.nii.gz")) for n in ("truth", "seg"))
+    assert_same_grid_loose(seg, truth)
+    lines = result.stdout.splitlines()
     for label in get_task("phantom").foreground_labels:
-        assert any(line.startswith(label.name) for line in result.stdout.splitlines())
-    assert "segmented in" in result.stdout
+        row = next(line for line in lines if line.startswith(label.name))
+        assert 0.0 <= float(row.split()[-1]) <= 1.0
+    assert any(line.startswith("segmented in") for line in lines)
+
+
+def test_demo_with_a_given_checkpoint_scores_the_phantom(work):
+    out = work / "demo-tiny"
+    result = run_cli("demo", "--out", out, "--model", "phantom.safetensors", "--fast", cwd=work)
+    assert_demo_ran(result, out)
+
+
+def test_demo_uses_the_bundled_model_or_says_it_is_missing(work):
+    out = work / "demo"
+    result = run_cli("demo", "--out", out, "--fast", cwd=work)
+    bundled = get_model("phantom-demo").bundled_path()
+    if bundled is not None and bundled.is_file():
+        assert_demo_ran(result, out)
+    else:
+        assert_clean_failure(result, 3, "the demo model is not there yet", out / "demo_seg.nii.gz")
+        assert not out.exists()
 
 
 def test_ctrl_c_exits_130_and_leaves_no_file(work):

@@ -210,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment the synthetic phantom with the bundled demo model and print Dice",
     )
     demo.add_argument("--out", default="demo-output", metavar="DIR", help="output folder")
+    demo.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a phantom checkpoint to use instead of the bundled demo model",
+    )
     _add_run_options(demo)
     demo.set_defaults(run=_run_demo)
 

@@ -266,7 +266,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     bar = ProgressBar("demo", args.quiet)
     try:
-        result = demo(args.out, device=args.device, fast=args.fast, progress=bar)
+        result = demo(
+            args.out, device=args.device, fast=args.fast, progress=bar, checkpoint=args.model
+        )
     finally:
         bar.close()
     width = max(len(name) for name in result.dice)

@@ -74,17 +74,20 @@ def run_demo(
     device: str = "auto",
     fast: bool = False,
     progress: Callable[[str, float], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> DemoResult:
     """Make the demo phantom, segment it with the demo model, write ``demo_ct.nii.gz``,
     ``demo_truth.nii.gz`` and ``demo_seg.nii.gz`` into ``out_dir`` (replacing earlier demo
-    files, which are regenerated identically) and return per-label Dice and the time taken."""
+    files, which are regenerated identically) and return per-label Dice and the time taken.
+
+    ``checkpoint`` replaces the bundled demo model, e.g. to try a freshly trained one."""
     from .inference import resolve_device, segment
     from .io import write_image, write_labelmap
     from .tasks import get_task
     from .weights import load_checkpoint
 
     task = get_task(DEMO_TASK)
-    checkpoint = demo_checkpoint()
+    checkpoint = Path(checkpoint) if checkpoint is not None else demo_checkpoint()
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
