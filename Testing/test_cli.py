@@ -248,6 +248,11 @@ def test_cohort_planning(work, tmp_path):
     )
     with pytest.raises(SegResMambaError, match="would both write ct_phantom.nii.gz"):
         plan_cases(args, get_task("phantom"))
+    args = parser.parse_args(
+        ["segment", "-t", "phantom", "-i", "ct.nii.gz", "-o", f"{tmp_path}/new/"]
+    )
+    [case] = plan_cases(args, get_task("phantom"))
+    assert case.output == tmp_path / "new" / "ct_phantom.nii.gz"
 
 
 def test_batch_loads_the_model_once(work):

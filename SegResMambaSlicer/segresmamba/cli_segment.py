@@ -123,6 +123,7 @@ def plan_cases(args: argparse.Namespace, task) -> list[Case]:
     """Turn -i/--batch/-o into cases, checking counts and outputs before any work starts."""
     n_inputs = task.in_channels
     output = Path(args.output)
+    folder_named = str(args.output).endswith(("/", "\\")) or output.is_dir()  # "-o out/"
     if args.batch:
         if args.input:
             raise SegResMambaError("give either -i or --batch, not both")
@@ -131,7 +132,7 @@ def plan_cases(args: argparse.Namespace, task) -> list[Case]:
         raise SegResMambaError("no input: give -i IN (or --batch LIST)")
     elif len(args.input) == n_inputs:
         groups = [tuple(args.input)]
-    elif n_inputs == 1 and (output.is_dir() or not full_suffix(output)):
+    elif n_inputs == 1 and (folder_named or not full_suffix(output)):
         groups = [(path,) for path in args.input]  # a cohort into a folder
     else:
         names = ", ".join(spec.name for spec in task.inputs)
@@ -146,7 +147,7 @@ def plan_cases(args: argparse.Namespace, task) -> list[Case]:
                 f"task {task.name} takes {n_inputs} input(s) per case; a case lists {len(group)}: "
                 f"{', '.join(group)}"
             )
-    to_folder = len(groups) > 1 or args.batch or output.is_dir()
+    to_folder = len(groups) > 1 or args.batch or folder_named
     if not to_folder:
         if full_suffix(output) not in LABELMAP_SUFFIXES:
             raise SegResMambaError(
