@@ -238,13 +238,14 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             )
         progress = load_state(resume_path, model, optimizer, scheduler, scaler, place.device)
     names = class_names(task)
+    commit = git_commit()  # the code that runs: taken now, not when a checkpoint is saved
     columns = ["step", "epoch", "loss", "lr", "seconds", "val_mean"] + [f"val_{n}" for n in names]
     log = RunLog(out, columns, place.main, progress["step"] if args.resume else None)
     if place.main:
         run_info = {
             "command": command_line("training.train", argv),
             "date": utc_now(),
-            "commit": git_commit(),
+            "commit": commit,
             "device": str(place.device),
             **summary,
             "steps_per_epoch": steps_per_epoch,
@@ -266,7 +267,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             "steps": progress["step"],
             "dice": dice["mean"],
             "dice_per_class": {n: dice[n] for n in names},
-            "commit": git_commit(),
+            "commit": commit,
             "date": utc_now(),
             "command": command_line("training.train", argv),
             "seed": args.seed,
