@@ -6,6 +6,7 @@ viewer or a pipeline would pick it up, and an existing result is only replaced w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ..errors import SegResMambaError
 
-__all__ = ["atomic_output", "check_output_path", "full_suffix"]
+__all__ = ["atomic_output", "check_output_path", "full_suffix", "land", "temporary_beside"]
 
 
 def full_suffix(path: str | os.PathLike) -> str:
@@ -51,6 +52,44 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
+
+
+def land(temporary: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """fsync ``temporary`` and rename it onto ``final`` (same folder), replacing what is there.
+
+    After a crash the final name holds either the old file or the complete new one.
+    """
+    with open(temporary, "rb+") as file:
+        os.fsync(file.fileno())
+    os.replace(temporary, final)
+    _fsync_dir(Path(final).parent)
+    return Path(final)
+
+
+@contextmanager
+def temporary_beside(final: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temporary path in ``final``'s folder (created if needed), removed afterwards
+    unless it was landed. Same folder, so the rename onto ``final`` is atomic."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -63,23 +102,14 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     on success rename it onto ``path``, on any failure delete it and leave ``path`` untouched.
     """
     path = check_output_path(path, overwrite)
-    suffix = full_suffix(path)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     try:
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{stem}.", suffix=f".part{suffix}", dir=path.parent or "."
-        )
+        with temporary_beside(path, suffix=f".part{full_suffix(path)}") as temporary:
+            yield temporary
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+            if path.exists() and not overwrite:  # appeared while we were writing
+                raise SegResMambaError(
+                    f"output {path} already exists; use --overwrite to replace it"
+                )
+            land(temporary, path)
     except OSError as error:
         raise SegResMambaError(f"cannot write {path}: {error.strerror or error}") from None
-    os.close(handle)
-    temporary = Path(temporary)
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        if path.exists() and not overwrite:  # appeared while we were writing
-            raise SegResMambaError(f"output {path} already exists; use --overwrite to replace it")
-        os.replace(temporary, path)
-    except OSError as error:
-        raise SegResMambaError(f"cannot write {path}: {error.strerror or error}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
