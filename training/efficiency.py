@@ -9,7 +9,9 @@ memory is ``torch.cuda.max_memory_allocated`` of one training step (forward, los
 AdamW), the quantity the paper's Table 7 reports. The settings follow Table 7's caption:
 BTCV and BraTS at 128^3, spleen at 96^3, batch 1.
 
-Writes ``docs/benchmarks/<date>-efficiency-<cpu|cuda>[-suffix].json`` and prints Markdown.
+Writes ``docs/benchmarks/efficiency/<date>-<cpu|cuda>[-suffix].json`` (a folder of its own:
+``segresmamba bench`` rebuilds ``docs/benchmarks.md`` from the ``*-cpu*.json`` files directly in
+``docs/benchmarks/``, a different format) and prints Markdown.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=0, help="CPU: seconds per worker (0: none)")
     p.add_argument("--amp", action="store_true", help="CUDA: float16 autocast (default float32)")
     p.add_argument(
-        "--suffix", default="", help="docs/benchmarks/<date>-efficiency-<dev>-<suffix>.json"
+        "--suffix", default="", help="docs/benchmarks/efficiency/<date>-<dev>-<suffix>.json"
     )
     p.add_argument("--out-json", help="write here instead of docs/benchmarks/")
     p.add_argument("--overwrite", action="store_true")
@@ -199,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else (
             repo_docs_dir()
             / "benchmarks"
-            / f"{date}-efficiency-{kind}{'-' + args.suffix if args.suffix else ''}.json"
+            / "efficiency"
+            / f"{date}-{kind}{'-' + args.suffix if args.suffix else ''}.json"
         )
     )
     if target.exists() and not args.overwrite:

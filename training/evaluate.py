@@ -32,8 +32,9 @@ from segresmamba.tasks import Task, get_task
 from segresmamba.weights import load_checkpoint, resolve_model
 
 from .data import load_datalist
-from .metrics import case_metrics, markdown_table, structure_masks, summarise, table_columns
+from .metrics import case_metrics, markdown_table, structure_masks, summarise
 from .runlog import command_line, utc_now
+from .validation import class_names
 
 __all__ = ["evaluate_cases", "main"]
 
@@ -83,10 +84,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> N
 
 def write_reports(out: Path, task: Task, results: list[dict], model_name: str, info: dict) -> dict:
     """per_case.csv, summary.csv, summary.json and summary.md; returns the summary."""
-    names = [n for n, _ in table_columns(task) if n != "mean"] or [
-        label.abbreviation or label.name for label in task.foreground_labels
-    ]
-    names = [label.abbreviation or label.name for label in task.foreground_labels]
+    names = class_names(task)
     summary = summarise([r["metrics"] for r in results], names)
     out.mkdir(parents=True, exist_ok=True)
     header = ["case", "seconds"] + [f"{m}_{n}" for n in names for m in ("dice", "hd95")]

@@ -22,6 +22,11 @@ from segresmamba.tasks import Task
 __all__ = ["case_metrics", "markdown_table", "structure_masks", "summarise", "table_columns"]
 
 
+def _key(label) -> str:
+    """How a structure is named in results: its abbreviation (BraTS TC/WT/ET) or its name."""
+    return label.abbreviation or label.name
+
+
 def structure_masks(image: sitk.Image, task: Task, truth: bool) -> dict[str, np.ndarray]:
     """Boolean mask of each structure the task reports, as (z, y, x) arrays.
 
@@ -31,7 +36,7 @@ def structure_masks(image: sitk.Image, task: Task, truth: bool) -> dict[str, np.
     """
     if task.output == "softmax":
         array = sitk.GetArrayViewFromImage(image)
-        return {label.name: array == label.value for label in task.foreground_labels}
+        return {_key(label): array == label.value for label in task.foreground_labels}
     regions = [label.abbreviation for label in task.labels]
     if not truth:
         if image.GetNumberOfComponentsPerPixel() != len(regions):
@@ -103,7 +108,7 @@ def table_columns(task: Task) -> list[tuple[str, str]]:
     if task.name == "spleen":  # Table 3: Avg Dice
         return [("mean", "Avg {m}")]
     # Table 1 (BTCV) gives the average only; the organs are shown as well, in label order.
-    return [(label.name, label.name) for label in task.foreground_labels] + [("mean", "Avg {m}")]
+    return [(_key(label), label.name) for label in task.foreground_labels] + [("mean", "Avg {m}")]
 
 
 def _fmt(value: float, metric: str) -> str:

@@ -2,7 +2,8 @@
 
 Example::
 
-    python -m training.plot --bench docs/benchmarks/<file>.json --dice docs/paper_dice.json \\
+    python -m training.plot --bench docs/benchmarks/efficiency/<file>.json \\
+        --dice docs/paper_dice.json \\
         --out docs/dice_vs_memory.png
 
 The Dice values are the paper's (Tables 1-3, from ``--dice``); we have not trained the peers.
@@ -62,13 +63,13 @@ def draw(bench: dict, paper: dict, out: Path, source: str = "") -> Path:
     ours, kind, sizes = measured_memory(bench)
     paper_memory = paper.get("training_memory_gb", {}).get("values", {})
     figure, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.8))
-    colours = plt.get_cmap("tab10")
+    every_model = sorted({m for table in paper["dice"].values() for m in table["values"]})
+    colour_of = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(every_model)}
     for axis, dataset in zip(axes, PANELS):
         table = paper["dice"][dataset]
-        names = sorted(table["values"])
-        for index, model in enumerate(names):
+        for model in sorted(table["values"]):
             dice = table["values"][model]
-            colour = colours(index % 10)
+            colour = colour_of[model]  # one colour per model in every panel
             reported = paper_memory.get(dataset, {}).get(model)
             measured = ours.get(dataset, {}).get(model)
             if reported is not None:
@@ -87,7 +88,7 @@ def draw(bench: dict, paper: dict, out: Path, source: str = "") -> Path:
                     fontsize=8,
                     color=colour,
                 )
-        size = f", ours at {sizes[dataset]}" if dataset in sizes else ", not measured by us"
+        size = f": ours at {sizes[dataset]}" if dataset in sizes else ": not measured by us"
         axis.set_title(f"{TITLES[dataset]}{size}", fontsize=10)
         axis.set_xlabel(
             f"training memory, GB (filled: ours, {kind}; hollow: paper Table 7)", fontsize=8
