@@ -193,3 +193,17 @@ def test_unusable_input_sizes_get_a_clear_error(shape, message):
 def test_widths_are_validated():
     with pytest.raises(ValueError, match="twice"):
         SegResMamba(1, 2, widths=(8, 16, 24, 64))
+
+
+def test_scan_backends_give_the_same_model_output():
+    """One state_dict, either CPU backend: the same segmentation logits."""
+    torch.manual_seed(7)
+    model = SegResMamba(1, 3, widths=(16, 32, 64, 128)).eval()
+    x = torch.randn(1, 1, 64, 64, 64)
+    outputs = {}
+    with torch.inference_mode():
+        for backend in ("torch", "numba"):
+            model.set_scan_backend(backend)
+            outputs[backend] = model(x)
+    model.set_scan_backend(None)
+    torch.testing.assert_close(outputs["numba"], outputs["torch"], rtol=1e-4, atol=1e-5)

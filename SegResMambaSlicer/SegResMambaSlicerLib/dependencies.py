@@ -60,6 +60,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("pynrrd", "nrrd", "1.0", "NRRD and .seg.nrrd files"),
     Requirement("tqdm", "tqdm", "4.60", "progress reports"),
     Requirement("jsonschema", "jsonschema", "4.0", "checks the task and model registries"),
+    Requirement("numba", "numba", "0.59", "compiles the selective scan's loop for CPUs"),
 )
 """Kept equal to ``pyproject.toml``'s dependencies (a test checks it)."""
 

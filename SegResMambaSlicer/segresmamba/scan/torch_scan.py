@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import numba_scan
+
 SUB_SIZES = (32, 16, 8, 4)
 """Tokens per sub-block of the factorised form, tried largest first (fewer, bigger operations)."""
 
@@ -32,7 +34,7 @@ SUB = SUB_SIZES[0]
 LOG_LIMIT = 60.0
 """Largest accumulated |delta*A| inside one sub-block for which the float32 form is trusted."""
 
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 20
 """Target number of state elements (tokens x channels x d_state) processed per chunk."""
 
 
@@ -186,7 +188,7 @@ class _Sequence:
     def chunks(self) -> list[tuple[int, int]]:
         return [(s, min(s + self.chunk, self.length)) for s in range(0, self.length, self.chunk)]
 
-    def terms(self, start: int, stop: int):
+    def terms(self, start: int, stop: int, pad: bool = True):
         """Raw step, step, u, B, C for tokens [start, stop), and step, step*u and B padded to a
         multiple of ``SUB`` (padded tokens have step 0 and input 0: they change nothing)."""
         padded = -(-(stop - start) // SUB) * SUB
@@ -197,6 +199,8 @@ class _Sequence:
         u = self.u[start:stop].to(self.work)
         B = self.B[start:stop].to(self.work)
         C = self.C[start:stop].to(self.work)
+        if not pad:
+            return raw, step, u, B, C, None
         padded_terms = tuple(_padded(t, padded) for t in (step, step * u, B))
         return raw, step, u, B, C, padded_terms
 
@@ -205,7 +209,7 @@ class _SelectiveScanTokens(torch.autograd.Function):
     """The scan on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, compiled):
         batch, length, d = u.shape
         work = torch.float64 if u.dtype == torch.float64 else torch.float32
         A_work = A.to(work).expand(batch, d, A.shape[-1])
@@ -217,11 +221,16 @@ class _SelectiveScanTokens(torch.autograd.Function):
             state = u.new_zeros((d, A.shape[-1]), dtype=work)
             for start, stop in seq.chunks():
                 starts.append(state)
-                _, _, u_c, _, C_c, padded_terms = seq.terms(start, stop)
-                states, _ = _chunk_scan(padded_terms[0], A_work[b], *padded_terms[1:], state)
                 tokens = stop - start
-                state = states[tokens - 1].clone()
-                y_c = torch.einsum("tdn,tn->td", states[:tokens], C_c)
+                if compiled:
+                    _, step, u_c, B_c, C_c, _ = seq.terms(start, stop, pad=False)
+                    state = state.clone()  # advanced in place by the compiled loop
+                    y_c = numba_scan.chunk_outputs(step, A_work[b], step * u_c, B_c, C_c, state)
+                else:
+                    _, _, u_c, _, C_c, padded_terms = seq.terms(start, stop)
+                    states, _ = _chunk_scan(padded_terms[0], A_work[b], *padded_terms[1:], state)
+                    state = states[tokens - 1].clone()
+                    y_c = torch.einsum("tdn,tn->td", states[:tokens], C_c)
                 if D_work is not None:
                     y_c.addcmul_(u_c, D_work)
                 if z is not None:
@@ -305,6 +314,7 @@ class _SelectiveScanTokens(torch.autograd.Function):
             grad_z.to(z.dtype) if z is not None else None,
             grad_bias.to(delta_bias.dtype) if delta_bias is not None else None,
             None,
+            None,
         )
 
 
@@ -318,9 +328,14 @@ def selective_scan_tokens_torch(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    compiled: bool = False,
 ) -> torch.Tensor:
-    """The portable backend on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
-    return _SelectiveScanTokens.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    """The portable backend on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n).
+
+    ``compiled=True`` runs the forward recurrence in numba's compiled loop (CPU tensors, numba
+    installed: the "numba" backend); the backward pass is the same either way.
+    """
+    return _SelectiveScanTokens.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, compiled)
 
 
 def selective_scan_torch(
@@ -333,6 +348,7 @@ def selective_scan_torch(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """The portable backend with mamba-ssm's shapes; arguments as :func:`segresmamba.selective_scan`."""
 
@@ -340,6 +356,15 @@ def selective_scan_torch(
         return t.transpose(1, 2).contiguous() if t is not None else None
 
     out = selective_scan_tokens_torch(
-        tokens(u), tokens(delta), A, tokens(B), tokens(C), D, tokens(z), delta_bias, delta_softplus
+        tokens(u),
+        tokens(delta),
+        A,
+        tokens(B),
+        tokens(C),
+        D,
+        tokens(z),
+        delta_bias,
+        delta_softplus,
+        compiled,
     )
     return out.transpose(1, 2).contiguous()
