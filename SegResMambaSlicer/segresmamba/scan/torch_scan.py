@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import numba_scan
 
-SUB_SIZES = (32, 16, 8, 4)
+SUB_SIZES = (16, 8, 4)
 """Tokens per sub-block of the factorised form, tried largest first (fewer, bigger operations)."""
 
 SUB = SUB_SIZES[0]
