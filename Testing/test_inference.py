@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,37 @@ def test_devices():
         assert resolve_device("auto").type != "cuda"
         with pytest.raises(SegResMambaError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_fast_mode_warns_when_the_model_was_trained_at_another_spacing(caplog):
+    """The bundled demo model learnt at 1.5 x 1.5 x 2 mm; fast mode's 3 mm must say so."""
+    from segresmamba.phantom import make_phantom
+    from segresmamba.weights import load_checkpoint
+
+    demo = (
+        Path(__file__).resolve().parents[1]
+        / "SegResMambaSlicer/segresmamba/weights/demo/phantom-demo.safetensors"
+    )
+    model, header = load_checkpoint(demo, task="phantom")
+    assert model.trained_spacing_mm == tuple(header["preprocessing"]["spacing_mm"])
+    ct, _ = make_phantom(seed=3)
+    with caplog.at_level("WARNING", logger="segresmamba.inference"):
+        segment(ct, "phantom", model, device="cpu", fast=True)
+    assert "trained at 1.5x1.5x2 mm but runs at 3x3x3 mm (fast mode)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="segresmamba.inference"):
+        segment(ct, "phantom", model, device="cpu", fast=False)
+    assert "trained at" not in caplog.text
+
+
+def test_fast_mode_runs_a_small_volume_as_one_window():
+    """Overlapping windows on a volume that fits one window compute the same voxels again."""
+    from segresmamba.inference.sliding import SINGLE_WINDOW_GROWTH, count_windows, window_size
+
+    image = (122, 101, 112)  # the shared CT at fast spacing (3 mm)
+    assert window_size((96, 96, 96), image) == (96, 96, 96)
+    assert count_windows(image, (96, 96, 96), 0.25) == 8
+    roi = window_size((96, 96, 96), image, SINGLE_WINDOW_GROWTH)
+    assert roi == (128, 128, 128) and count_windows(image, roi, 0.25) == 1
+    # A volume that does not fit within 1.5x the patch keeps the task's windows.
+    assert window_size((96, 96, 96), (244, 202, 168), SINGLE_WINDOW_GROWTH) == (96, 96, 96)

@@ -25,7 +25,7 @@ from ..io import read_image, validate_image
 from .device import resolve_device
 from .geometry import label_image_from_array
 from .preprocess import prepare, working_spacing
-from .sliding import predict
+from .sliding import SINGLE_WINDOW_GROWTH, predict
 
 __all__ = ["Progress", "regions_to_labelmap", "segment"]
 
@@ -152,6 +152,16 @@ def segment(
     if int(sw_batch_size) < 1:
         raise SegResMambaError(f"sw_batch_size must be 1 or more, got {sw_batch_size}")
 
+    spacing_mm = working_spacing(task, fast)
+    trained_mm = getattr(model, "trained_spacing_mm", None)
+    if trained_mm is not None and any(abs(a - b) > 1e-3 for a, b in zip(trained_mm, spacing_mm)):
+        _log.warning(
+            "this model was trained at %s mm but runs at %s mm%s: expect poor labels; use a "
+            "model trained at that spacing",
+            "x".join(f"{v:g}" for v in trained_mm),
+            "x".join(f"{v:g}" for v in spacing_mm),
+            " (fast mode)" if fast else "",
+        )
     volume = prepare(inputs, task, fast=fast, input_names=names)
     affine = volume.affine.clone()
     _log.debug(
@@ -171,6 +181,7 @@ def segment(
         sw_batch_size=int(sw_batch_size),
         tta=tta,
         progress=lambda done: _report(progress, "segmenting", done),
+        single_window_growth=SINGLE_WINDOW_GROWTH if fast else 1.0,
     )
     del volume
     _report(progress, "restoring")

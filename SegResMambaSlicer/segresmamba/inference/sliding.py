@@ -25,14 +25,25 @@ STITCH_ON_CPU_BYTES = 1 << 30
 """Stitch the full-volume output on the CPU when it would take more than this on the GPU."""
 
 
-def window_size(patch_size: Sequence[int], image_size: Sequence[int]) -> tuple[int, ...]:
+SINGLE_WINDOW_GROWTH = 1.5
+"""In fast mode, a volume that fits in one window of at most this many times the task's patch
+per side is segmented as that one window: overlapping patches on a small volume compute the same
+voxels several times (8 windows of 96^3 cover a 122x101x112 volume five times over)."""
+
+
+def window_size(
+    patch_size: Sequence[int], image_size: Sequence[int], single_window_growth: float = 1.0
+) -> tuple[int, ...]:
     """The task's patch, shrunk to the image (rounded up to a multiple of 32, at least the
     network's minimum) where the image is smaller: less compute on padding, and every window a
-    size the network takes."""
-    return tuple(
-        min(int(p), max(MIN_SIZE, math.ceil(int(s) / SIZE_MULTIPLE) * SIZE_MULTIPLE))
-        for p, s in zip(patch_size, image_size)
+    size the network takes. With ``single_window_growth`` > 1, the whole image becomes one
+    window when each of its sides (so rounded) is within that factor of the patch."""
+    fitted = tuple(
+        max(MIN_SIZE, math.ceil(int(s) / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in image_size
     )
+    if all(f <= single_window_growth * int(p) for f, p in zip(fitted, patch_size)):
+        return fitted
+    return tuple(min(int(p), f) for p, f in zip(patch_size, fitted))
 
 
 def count_windows(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> int:
@@ -78,14 +89,17 @@ def predict(
     sw_batch_size: int = 1,
     tta: bool = False,
     progress: Callable[[float], None] | None = None,
+    single_window_growth: float = 1.0,
 ) -> torch.Tensor:
     """Class (softmax) or region (sigmoid) probabilities for a (C, i, j, k) volume, returned on
     the CPU as (K, i, j, k) float32 at the volume's own (working) resolution.
+    ``single_window_growth``: see :func:`window_size` (fast mode passes
+    :data:`SINGLE_WINDOW_GROWTH`).
 
     On a CUDA out-of-memory error it retries with sw_batch_size 1, then on the CPU.
     """
     image_size = tuple(volume.shape[1:])
-    roi = window_size(patch_size, image_size)
+    roi = window_size(patch_size, image_size, single_window_growth)
     total = count_windows(image_size, roi, overlap)
     batch = torch.as_tensor(volume).float().unsqueeze(0)  # plain tensor: no metadata tracking
 

@@ -256,6 +256,9 @@ def load_checkpoint(
         )
     _check_state(tensors, model.state_dict(), f"{path.name} does not fit its network")
     model.load_state_dict(tensors, strict=True)
+    # The spacing the weights were trained at travels with the model, so inference can warn
+    # when it would run them at another one (fast mode).
+    model.trained_spacing_mm = tuple(header["preprocessing"]["spacing_mm"])
     try:
         model = model.to(device)
     except (RuntimeError, AssertionError, ValueError) as error:
