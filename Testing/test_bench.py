@@ -171,3 +171,13 @@ def test_ratios_and_markdown_section(tmp_path: Path) -> None:
     assert "benchmarks/2025-01-02-cpu.json" in first
     # Regenerating is idempotent: the section is rebuilt, not appended to.
     assert report.regenerate_markdown(docs).read_text() == first
+
+
+def test_markdown_rebuild_ignores_json_that_is_not_a_bench_run(tmp_path):
+    """Other tools' JSON beside the bench's (e.g. end-to-end runs) must not break the rebuild."""
+    from segresmamba.bench.report import regenerate_markdown
+
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "2026-01-01-e2e-cpu.json").write_text('{"results": []}')
+    markdown = regenerate_markdown(tmp_path)
+    assert markdown.exists()

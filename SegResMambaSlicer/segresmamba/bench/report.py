@@ -227,9 +227,11 @@ def _load_runs(bench_dir: Path) -> list[tuple[dict, Path]]:
     runs = []
     for path in sorted(bench_dir.glob("*-cpu*.json")):
         try:
-            runs.append((json.loads(path.read_text()), path))
+            run = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if isinstance(run, dict) and "settings" in run:  # this tool's runs, not e.g. e2e's
+            runs.append((run, path))
     return runs
 
 
