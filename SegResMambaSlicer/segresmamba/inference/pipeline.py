@@ -167,7 +167,7 @@ def segment(
     _log.debug(
         "working grid %s at %s mm on %s",
         tuple(volume.shape[1:]),
-        working_spacing(task, fast),
+        spacing_mm,
         run_device,
     )
     _report(progress, "segmenting")
