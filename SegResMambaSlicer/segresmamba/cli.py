@@ -13,28 +13,17 @@ import sys
 from collections.abc import Sequence
 
 from .errors import (
-    CheckpointError,
-    DownloadError,
-    ModelNotAvailableError,
-    RegistryError,
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
     SegResMambaError,
+    exit_code_for,
 )
 
 __all__ = ["EXIT_CODES", "build_parser", "exit_code_for", "main"]
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_CODES = {
-    EXIT_OK: "success",
-    EXIT_UNEXPECTED: "unexpected error (a bug: run again with --debug and report the traceback)",
-    EXIT_USAGE: "usage error or bad input (unknown task, unreadable or unsuitable image, output "
-    "exists or cannot be written)",
-    EXIT_MODEL: "model or weights problem (missing, corrupt or mismatched checkpoint, registry, "
-    "download)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl+C)",
-}
 EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES.items())
-
-MODEL_ERRORS = (CheckpointError, DownloadError, ModelNotAvailableError, RegistryError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,17 +31,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
-
-
-def exit_code_for(error: BaseException) -> int:
-    """The documented exit code for an exception."""
-    if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(error, MODEL_ERRORS):
-        return EXIT_MODEL
-    if isinstance(error, SegResMambaError):
-        return EXIT_USAGE
-    return EXIT_UNEXPECTED
 
 
 def _one_line(error: BaseException) -> str:

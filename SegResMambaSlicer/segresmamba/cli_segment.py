@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SegResMambaError
+from .errors import SegResMambaError, exit_code_for
 from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
 
 __all__ = [
@@ -198,7 +198,6 @@ def order_inputs(task, paths: tuple[str, ...]) -> tuple[str, ...]:
 
 def run_segment(args: argparse.Namespace) -> int:
     """The segment command: returns 0, or the exit code of the worst failed case."""
-    from .cli import exit_code_for
     from .tasks import get_task
 
     task = get_task(args.task)

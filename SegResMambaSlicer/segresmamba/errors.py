@@ -9,12 +9,14 @@ message in a dialog. Programming errors stay ordinary Python exceptions.
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_CODES",
     "CheckpointError",
     "DownloadError",
     "ModelNotAvailableError",
     "RegistryError",
     "SegResMambaError",
     "UnknownTaskError",
+    "exit_code_for",
 ]
 
 
@@ -40,3 +42,27 @@ class DownloadError(SegResMambaError):
 
 class ModelNotAvailableError(SegResMambaError):
     """No weights are available for a task: none published, or not downloaded/imported yet."""
+
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_UNEXPECTED: "unexpected error (a bug: run again with --debug and report the traceback)",
+    EXIT_USAGE: "usage error or bad input (unknown task, unreadable or unsuitable image, output "
+    "exists or cannot be written)",
+    EXIT_MODEL: "model or weights problem (missing, corrupt or mismatched checkpoint, registry, "
+    "download)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl+C)",
+}
+MODEL_ERRORS = (CheckpointError, DownloadError, ModelNotAvailableError, RegistryError)
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code for an exception (the CLI and its batch runner share it)."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, MODEL_ERRORS):
+        return EXIT_MODEL
+    if isinstance(error, SegResMambaError):
+        return EXIT_USAGE
+    return EXIT_UNEXPECTED
