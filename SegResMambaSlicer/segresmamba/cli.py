@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment scans with a task's model. The output format follows -o: .nii.gz, "
         ".nrrd or .seg.nrrd (3D Slicer segmentation with names, colours and terminology). "
         "Several -i give one case for multi-input tasks (BraTS: FLAIR, T1, T1Gd, T2, recognised "
-        "by file name or else taken in that order), or a cohort for single-input tasks when -o "
+        "by file name; when the names do not tell, the command refuses: name each input, "
+        "-i FLAIR=PATH, or add --inputs-in-order), or a cohort for single-input tasks when -o "
         "is a folder. The model loads once for all cases.",
     )
     seg.add_argument("-t", "--task", required=True, help="task name, e.g. btcv, brats, phantom")
@@ -104,7 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="IN",
-        help="image file or DICOM series folder; repeat for more inputs or cases",
+        help="image file or DICOM series folder; repeat for more inputs or cases; NAME=PATH "
+        "(e.g. T1Gd=post.nii.gz) says which input of a multi-input task it is",
+    )
+    seg.add_argument(
+        "--inputs-in-order",
+        action="store_true",
+        help="multi-input tasks: take the inputs in the task's order (BraTS: FLAIR, T1, T1Gd, "
+        "T2) even when their names do not identify them",
     )
     seg.add_argument(
         "--batch",

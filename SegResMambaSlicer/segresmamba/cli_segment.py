@@ -10,17 +10,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SegResMambaError, exit_code_for
+from .errors import InputMatchError, SegResMambaError, exit_code_for
 from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
 
 __all__ = [
     "Case",
     "JsonProgress",
     "ProgressBar",
+    "order_inputs",
     "plan_cases",
     "read_batch_list",
     "run_demo",
     "run_segment",
+    "split_named",
 ]
 
 _log = logging.getLogger("segresmamba.cli")
@@ -96,6 +98,8 @@ class JsonProgress:
 def _case_name(path: str) -> str:
     from .tasks import image_stem
 
+    if "=" in Path(path).name:  # -i FLAIR=case1_flair.nii.gz names the case by its file
+        path = path.split("=", 1)[1]
     return image_stem(Path(path.rstrip("/\\"))) or "case"
 
 
@@ -182,17 +186,46 @@ def plan_cases(args: argparse.Namespace, task) -> list[Case]:
     return cases
 
 
-def order_inputs(task, paths: tuple[str, ...]) -> tuple[str, ...]:
-    """Channel order: recognised by file name where the task's patterns can tell, else as given."""
+def split_named(task, text: str) -> tuple[str | None, str]:
+    """``"T1Gd=post.nii.gz"`` -> ("T1Gd", "post.nii.gz") when the prefix names an input of
+    ``task`` (any case); anything else is a plain path (None, text)."""
+    name, sep, path = text.partition("=")
+    if sep:
+        for spec in task.inputs:
+            if spec.name.lower() == name.strip().lower():
+                return spec.name, path
+    return None, text
+
+
+def order_inputs(task, paths: tuple[str, ...], in_order: bool = False) -> tuple[str, ...]:
+    """The inputs in channel order: as named (``-i FLAIR=PATH``), recognised by name, or, with
+    ``in_order``, as given. Never guesses: names that do not identify every input of a
+    multi-input task raise InputMatchError showing the assignment that order would give."""
+    named = [split_named(task, path) for path in paths]
     if task.in_channels == 1:
-        return paths
-    try:
-        matched = task.match_inputs(paths)
-    except SegResMambaError as error:
-        _log.info("%s; taking the inputs in the order given", str(error).split(";")[0])
+        return tuple(path for _name, path in named)
+    given = {name: path for name, path in named if name is not None}
+    if given:
+        if len(given) != len(named) or len(given) != task.in_channels:
+            raise InputMatchError(
+                f"name every {task.name} input once ({', '.join(s.name for s in task.inputs)}) "
+                f"or none; got {', '.join(paths)}"
+            )
+        matched = given
+    elif in_order:
         matched = {spec.name: path for spec, path in zip(task.inputs, paths)}
+    else:
+        try:
+            matched = task.match_inputs(paths)
+        except SegResMambaError as error:
+            would = ", ".join(f"{s.name}={Path(p).name}" for s, p in zip(task.inputs, paths))
+            raise InputMatchError(
+                f"{error}. Refusing to guess; in the order given they would be {would}: if "
+                f"that is right add --inputs-in-order, or name each input (-i "
+                f"{task.inputs[0].name}=PATH ...)"
+            ) from None
     ordered = tuple(str(matched[spec.name]) for spec in task.inputs)
-    _log.info("inputs: %s", ", ".join(f"{n}={Path(p).name}" for n, p in matched.items()))
+    _log.info("inputs: %s", ", ".join(f"{n}={Path(matched[n]).name}" for n in matched))
     return ordered
 
 
@@ -218,10 +251,14 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def _segment_case(args, task, case: Case, model, label: str):
     """Read (before the model loads, so bad input fails fast), segment, write; returns model."""
-    from .io import read_image, write_labelmap
+    from .io import modality_warning, read_image, write_labelmap
 
-    paths = order_inputs(task, case.inputs)
+    paths = order_inputs(task, case.inputs, getattr(args, "inputs_in_order", False))
     images = [read_image(path) for path in paths]
+    for path, image in zip(paths, images):
+        warning = modality_warning(image, task, Path(path.rstrip("/\\")).name)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     from .inference import regions_to_labelmap, segment  # MONAI: only once inputs are good
 
     if model is None:

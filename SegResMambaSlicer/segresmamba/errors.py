@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "EXIT_CODES",
     "CheckpointError",
+    "InputMatchError",
     "DownloadError",
     "ModelNotAvailableError",
     "RegistryError",
@@ -26,6 +27,10 @@ class SegResMambaError(Exception):
 
 class UnknownTaskError(SegResMambaError):
     """A task name that the task registry does not know; the message lists the known names."""
+
+
+class InputMatchError(SegResMambaError):
+    """The inputs of a multi-input task cannot be told apart by name (exit code 2, usage)."""
 
 
 class RegistryError(SegResMambaError):

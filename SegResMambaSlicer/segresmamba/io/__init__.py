@@ -7,6 +7,7 @@ network cannot segment with a one-line SegResMambaError. ``write_labelmap`` writ
 
 from .atomic import atomic_output, check_output_path, full_suffix
 from .checks import validate_image
+from .modality import guess_modality, modality_warning
 from .reader import read_dicom_series, read_image
 from .seg_nrrd import Segment, terminology_entry, write_segmentation
 from .writers import IMAGE_SUFFIXES, LABELMAP_SUFFIXES, segments_for, write_image, write_labelmap
@@ -18,6 +19,8 @@ __all__ = [
     "atomic_output",
     "check_output_path",
     "full_suffix",
+    "guess_modality",
+    "modality_warning",
     "read_dicom_series",
     "read_image",
     "segments_for",

@@ -13,6 +13,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ..errors import SegResMambaError
+from .matching import canonical_sequence, recognise_sequence
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 """File name endings stripped before an input's ``name_patterns`` are tried."""
@@ -115,8 +116,10 @@ class Label:
 class InputSpec:
     """One input image (network channel): its name and how to recognise its file by name.
 
-    ``name_patterns`` are regular expressions tried, case-insensitively, on the file name without
-    folder and image extension (``BraTS-GLI-00001-000-t1c.nii.gz`` -> ``brats-gli-00001-000-t1c``).
+    An input named after an MRI sequence (FLAIR, T1, T1Gd, T2) is recognised by the one matcher
+    :func:`segresmamba.tasks.matching.recognise_sequence`; any other by ``name_patterns``,
+    regular expressions tried, case-insensitively, on the file name without folder and image
+    extension (``BraTS-GLI-00001-000-t1c.nii.gz`` -> ``brats-gli-00001-000-t1c``).
     """
 
     name: str
@@ -125,6 +128,9 @@ class InputSpec:
 
     def matches(self, filename: str | PurePath) -> bool:
         stem = image_stem(filename)
+        sequence = canonical_sequence(self.name)
+        if sequence is not None:
+            return recognise_sequence(stem) == sequence
         return any(re.search(p, stem, flags=re.IGNORECASE) for p in self.name_patterns)
 
 
@@ -209,8 +215,7 @@ class Task:
                 what = "no input" if not hits else "several inputs (" + ", ".join(hits) + ")"
                 raise SegResMambaError(
                     f"cannot tell which {self.name} input {PurePath(file).name} is: its name "
-                    f"matches {what}; name the inputs explicitly "
-                    f"({', '.join(s.name for s in self.inputs)})"
+                    f"matches {what} of {', '.join(s.name for s in self.inputs)}"
                 )
             found[hits[0]].append(file)
         for name, hits in found.items():
