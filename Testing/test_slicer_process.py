@@ -3,6 +3,7 @@ panel. Real subprocesses and the real registries; no Slicer, slicer-core or Qt n
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 import textwrap
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from segresmamba.scan import BACKEND_DESCRIPTIONS, BACKENDS, describe_backend, resolve_backend
 from segresmamba.tasks import get_task, list_tasks
 from SegResMambaSlicerLib import dependencies, process
-from SegResMambaSlicerLib.dependencies import Requirement, find_missing, install_plan
+from SegResMambaSlicerLib.dependencies import Missing, Requirement, find_missing, install_plan
 from SegResMambaSlicerLib.panel import panel_state
 from SegResMambaSlicerLib.process import EngineProcess, ProgressTracker, parse_progress
 from SegResMambaSlicerLib.tasks import ModelStatus, match_volumes, model_status, task_names
@@ -107,7 +109,17 @@ def test_engine_command_environment_and_python(tmp_path):
     env = process.engine_environment({"PYTHONPATH": "/x"})
     assert env["PYTHONPATH"].split(os.pathsep) == [str(process.MODULE_DIR), "/x"]
     assert (process.MODULE_DIR / "segresmamba" / "__main__.py").is_file()
-    assert process.find_python(tmp_path) == sys.executable  # no PythonSlicer here
+    assert process.find_python() == sys.executable  # plain Python, outside Slicer
+    with pytest.raises(FileNotFoundError) as missing:  # inside Slicer: never Slicer itself
+        process.find_python(tmp_path)
+    assert "cannot find PythonSlicer" in str(missing.value)
+    assert str(tmp_path / "bin") in str(missing.value) and "PATH" in str(missing.value)
+    launcher = (
+        tmp_path / "bin" / ("PythonSlicer.exe" if sys.platform == "win32" else "PythonSlicer")
+    )
+    launcher.parent.mkdir()
+    launcher.write_text("")
+    assert process.find_python(tmp_path) == str(launcher)
     assert process.imported_model_path(["x", "imported a.zip as /c/m.safetensors"]) == (
         "/c/m.safetensors"
     )
@@ -121,13 +133,34 @@ def test_requirements_are_the_engines_and_missing_ones_are_explained():
     old = Requirement("numpy", "numpy", "999.0", "testing")
     torch = Requirement("torch", "torch", "99.0", "runs the network")
     missing = find_missing([absent, old, torch])
-    assert [m.found is None for m in missing] == [True, False, False]
+    # numpy ships with Slicer: its version is Slicer's business, never "too old" for us
+    assert [m.requirement.distribution for m in missing] == ["no-such-package-xyz", "torch"]
     assert "not installed" in missing[0].describe() and "too old" in missing[1].describe()
     plan = install_plan(missing)
     assert plan.torch == ">=99.0"
-    assert plan.pip == ["no-such-package-xyz>=1.0", "numpy>=999.0"]
+    assert plan.pip == ["no-such-package-xyz>=1.0"]
     assert "PyTorch Utils" in plan.summary(True) and "pip" in plan.summary(False)
     assert install_plan([]).empty
+
+
+def test_install_plan_never_replaces_what_slicer_ships(tmp_path):
+    """Every requirement missing at once: pip gets none of Slicer's own packages, and its
+    arguments pin each of them (present here: numpy, SimpleITK, vtk) at the installed version."""
+    everything = [Missing(r) for r in dependencies.REQUIREMENTS]
+    plan = install_plan(everything)
+    names = {spec.split(">=")[0].lower() for spec in plan.pip}
+    assert names and not names & dependencies.SLICER_BUNDLED
+    assert {"numpy", "simpleitk", "vtk"} <= dependencies.SLICER_BUNDLED
+    assert {m.requirement.distribution for m in plan.not_installable} == {"numpy", "SimpleITK"}
+    assert "monai>=1.4" in plan.pip and plan.torch == ">=2.1"
+    pinned = dict(p.lower().split("==") for p in plan.pinned)
+    for name in ("numpy", "simpleitk", "vtk"):
+        assert pinned[name] == importlib.metadata.version(name)
+    arguments = plan.pip_arguments(tmp_path / "c.txt", plan.pip)
+    assert arguments[:2] == ["-c", str(tmp_path / "c.txt")] and arguments[2:] == plan.pip
+    assert "Slicer's own packages stay as they are" in plan.summary()
+    only_bundled = install_plan([Missing(dependencies.REQUIREMENTS[2])])  # numpy
+    assert only_bundled.empty and "Reinstall Slicer" in only_bundled.summary()
     assert dependencies.version_tuple("2.13.0+cpu") == (2, 13, 0)
 
 
@@ -140,8 +173,14 @@ def test_devices_and_scan_backend_are_reported():
         with pytest.raises(RuntimeError, match="no GPU"):
             dependencies.engine_device("gpu", devices)
     assert dependencies.device_text("gpu", {"cuda": "NVIDIA H100"}) == "GPU: NVIDIA H100"
-    text = dependencies.scan_backend_text("cpu")
-    assert text.startswith("selective scan: portable PyTorch scan")
+    # the line says what the engine's own backend choice is, in the engine's own words
+    for device in ("cpu", "cuda"):
+        chosen = resolve_backend(device="cuda" if device == "cuda" else "cpu")
+        text = dependencies.scan_backend_text(device)
+        assert text.startswith(f"selective scan: {describe_backend(chosen)}")
+    assert resolve_backend(device="cpu") == "numba"  # numba is a dependency
+    assert dependencies.scan_backend_text("cpu") == "selective scan: numba-compiled CPU scan"
+    assert set(BACKEND_DESCRIPTIONS) == set(BACKENDS)
 
 
 def test_task_names_without_the_engine_match_the_registry():
@@ -181,7 +220,7 @@ def test_model_line_and_panel_state(monkeypatch, tmp_path):
     state = panel_state(btcv, [object(), None, None, None], status, "auto", devices, False)
     assert state.input_labels == ["CT:", None, None, None]
     assert not state.apply_enabled and "model" in state.apply_tooltip
-    assert not state.brats_option and "portable PyTorch scan" in state.device_text
+    assert not state.brats_option and "numba-compiled CPU scan" in state.device_text
     brats = get_task("brats")
     ready = ModelStatus("brats", "m", "1", tmp_path, False, "m 1 (installed)")
     state = panel_state(brats, [object(), None, object(), None], ready, "gpu", devices, False)

@@ -4,21 +4,26 @@ PyTorch installation is the peers' top complaint: a CUDA build that does not fit
 a CPU build replacing a working CUDA one. So PyTorch goes through the PyTorch Utils extension
 (which picks the build for the GPU and driver) and everything else through pip, after the user
 has seen the list and agreed. mamba-ssm is optional: the engine's portable scan runs without it,
-so it is reported, never required. Only the standard library is used here, because this runs
-exactly when the packages may be absent.
+so it is reported, never required. What Slicer itself ships (numpy, SimpleITK, VTK, ...) is never
+installed or upgraded: Slicer's SimpleITK has its own IO classes and its numpy is what Slicer was
+built against, so pip gets them pinned at the versions present. Only the standard library is
+used here, because this runs exactly when the packages may be absent.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import re
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
     "OPTIONAL",
     "REQUIREMENTS",
+    "SLICER_BUNDLED",
     "InstallPlan",
     "Missing",
     "Requirement",
@@ -64,6 +69,23 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 )
 """Kept equal to ``pyproject.toml``'s dependencies (a test checks it)."""
 
+SLICER_BUNDLED: frozenset[str] = frozenset(
+    name.lower()
+    for name in (
+        "numpy", "scipy", "SimpleITK", "vtk", "pydicom", "pillow", "dicomweb-client",
+        "requests", "urllib3", "certifi", "idna", "charset-normalizer", "packaging", "six",
+        "pip", "setuptools", "wheel",
+    )
+)  # fmt: skip
+"""Python distributions Slicer 5.10+ ships (its SuperBuild's External_python-*.cmake,
+External_SimpleITK and External_VTK): never installed, upgraded or version-checked by us."""
+
+
+def bundled_with_slicer(requirement: Requirement) -> bool:
+    """Whether Slicer ships this package itself (then only its presence is checked)."""
+    return requirement.distribution.lower() in SLICER_BUNDLED
+
+
 OPTIONAL: tuple[Requirement, ...] = (
     Requirement("mamba-ssm", "mamba_ssm", "2.2", "faster selective scan on NVIDIA GPUs (Linux)"),
 )
@@ -89,6 +111,8 @@ class Missing:
 
     def describe(self) -> str:
         r = self.requirement
+        if bundled_with_slicer(r):
+            return f"{r.distribution} (ships with Slicer but cannot be imported; reinstall Slicer)"
         if self.found is None:
             return f"{r.distribution} (not installed; {r.purpose})"
         return f"{r.distribution} {self.found} is too old (need {r.minimum} or newer)"
@@ -104,12 +128,15 @@ def _installed_version(requirement: Requirement) -> str | None:
 
 
 def find_missing(requirements: Iterable[Requirement] = REQUIREMENTS) -> list[Missing]:
-    """The requirements that are not importable, or older than their minimum."""
+    """The requirements that are not importable, or older than their minimum. Packages Slicer
+    ships are only checked for presence: their version is Slicer's choice, not ours."""
     missing = []
     for requirement in requirements:
         found = _installed_version(requirement)
         if found is None:
             missing.append(Missing(requirement))
+        elif bundled_with_slicer(requirement):
+            continue
         elif found != "0" and version_tuple(found) < version_tuple(requirement.minimum):
             missing.append(Missing(requirement, found))
     return missing
@@ -123,14 +150,27 @@ class InstallPlan:
     torch: str | None = None
     pip: list[str] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
+    pinned: list[str] = field(default_factory=list)  # "numpy==2.2.1": what Slicer ships, as is
+    not_installable: list[Missing] = field(default_factory=list)  # bundled with Slicer, absent
 
     @property
     def empty(self) -> bool:
         return self.torch is None and not self.pip
 
+    def pip_arguments(self, constraints_file: str | os.PathLike, packages: list[str]) -> list[str]:
+        """``pip install`` arguments for ``packages`` that cannot replace what Slicer ships:
+        ``-c constraints_file`` pins each bundled package at its present version."""
+        return ["-c", str(constraints_file), *packages] if self.pinned else list(packages)
+
     def summary(self, pytorch_utils: bool = True) -> str:
         """The confirmation text shown before anything is installed."""
         if self.empty:
+            if self.not_installable:
+                names = ", ".join(m.requirement.distribution for m in self.not_installable)
+                return (
+                    f"{names}: part of Slicer but missing; SegResMamba will not replace it. "
+                    "Reinstall Slicer."
+                )
             return "All Python packages SegResMamba needs are installed."
         lines = ["SegResMamba needs these Python packages in Slicer's Python:"]
         lines += [f"  - {m.describe()}" for m in self.missing]
@@ -144,19 +184,36 @@ class InstallPlan:
             lines.append(f"PyTorch {self.torch} will be installed by {how}.")
         if self.pip:
             lines.append(f"pip will install: {' '.join(self.pip)}")
+        if self.pinned:
+            names = ", ".join(p.split("==")[0] for p in self.pinned)
+            lines.append(f"Slicer's own packages stay as they are: {names}.")
         lines += ["", "This downloads several hundred MB and may take minutes. Install now?"]
         return "\n".join(lines)
 
 
 def install_plan(missing: Iterable[Missing]) -> InstallPlan:
-    """Split the missing packages between PyTorch Utils (torch) and pip (the rest)."""
+    """Split the missing packages between PyTorch Utils (torch) and pip (the rest); packages
+    Slicer ships are never installed, and pip gets them pinned at their present versions."""
     plan = InstallPlan(missing=list(missing))
+    plan.pinned = [f"{name}=={version}" for name, version in _bundled_versions()]
     for item in plan.missing:
-        if item.requirement.distribution == "torch":
+        if bundled_with_slicer(item.requirement):
+            plan.not_installable.append(item)
+        elif item.requirement.distribution == "torch":
             plan.torch = f">={item.requirement.minimum}"
         else:
             plan.pip.append(item.requirement.spec)
     return plan
+
+
+def _bundled_versions() -> list[tuple[str, str]]:
+    """(distribution, version) of every installed package that Slicer ships."""
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").strip()
+        if name.lower() in SLICER_BUNDLED and name.lower() not in found:
+            found[name.lower()] = (name, dist.version)
+    return sorted(found.values())
 
 
 def pytorch_utils_available() -> bool:
@@ -169,19 +226,23 @@ def install_in_slicer(plan: InstallPlan) -> None:
     the CUDA build that fits the driver), else pip; then the rest with one pip call."""
     import slicer
 
-    if plan.torch:
-        if pytorch_utils_available():
-            import PyTorchUtils
+    with tempfile.TemporaryDirectory(prefix="SegResMamba-pip-") as folder:
+        constraints = os.path.join(folder, "slicer-bundled.txt")
+        with open(constraints, "w", encoding="utf-8") as file:
+            file.write("\n".join(plan.pinned) + "\n")
+        if plan.torch:
+            if pytorch_utils_available():
+                import PyTorchUtils
 
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=plan.torch
-            )
-            if torch is None:
-                raise RuntimeError("PyTorch was not installed; see the PyTorch Utils module")
-        else:
-            slicer.util.pip_install(f"torch{plan.torch}")
-    if plan.pip:
-        slicer.util.pip_install(plan.pip)
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=plan.torch
+                )
+                if torch is None:
+                    raise RuntimeError("PyTorch was not installed; see the PyTorch Utils module")
+            else:
+                slicer.util.pip_install(plan.pip_arguments(constraints, [f"torch{plan.torch}"]))
+        if plan.pip:
+            slicer.util.pip_install(plan.pip_arguments(constraints, plan.pip))
 
 
 def describe_devices() -> dict[str, str | None]:
@@ -216,16 +277,15 @@ def device_text(choice: str, devices: dict[str, str | None]) -> str:
 
 
 def scan_backend_text(device: str) -> str:
-    """Which selective scan runs on ``device`` ("cuda", "cpu", ...), via the engine's own
-    ``resolve_backend``, and why, e.g. that mamba-ssm is absent."""
-    from segresmamba.scan import resolve_backend
+    """Which selective scan runs on ``device`` ("cuda", "cpu", ...): the engine's own choice
+    (``resolve_backend``) in the engine's own words (``describe_backend``), so they cannot drift."""
+    from segresmamba.scan import describe_backend, resolve_backend
 
     try:
         backend = resolve_backend(device="cuda" if device == "cuda" else "cpu")
     except (RuntimeError, ValueError) as error:
         return f"selective scan: unavailable ({error})"
-    if backend == "cuda":
-        return "selective scan: mamba-ssm CUDA kernel"
-    if importlib.util.find_spec("mamba_ssm") is None:
-        return "selective scan: portable PyTorch scan (mamba-ssm not installed; optional)"
-    return "selective scan: portable PyTorch scan"
+    text = f"selective scan: {describe_backend(backend)}"
+    if device == "cuda" and backend != "cuda" and importlib.util.find_spec("mamba_ssm") is None:
+        text += " (mamba-ssm not installed; optional)"
+    return text

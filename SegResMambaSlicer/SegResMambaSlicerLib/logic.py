@@ -132,8 +132,9 @@ class SegmentationJob:
         return self.folder / "result.nrrd"
 
     def start(self) -> None:
-        """Write each input (named after the task input, so the engine's name matching agrees
-        with the order given) and start the engine."""
+        """Write each input (named after the task input, for the log) and start the engine.
+        The user chose which volume is which in the selectors, so the engine takes them in
+        that order (``--inputs-in-order``) instead of guessing from names."""
         self.folder = Path(tempfile.mkdtemp(prefix="SegResMamba-"))
         try:
             paths = []
@@ -149,6 +150,7 @@ class SegmentationJob:
                 regions=self.task.output == "sigmoid",
                 **self.options,
             )
+            command.append("--inputs-in-order")
             self.process = EngineProcess(command, env=self.environment, cwd=self.folder)
             self.process.start()
         except BaseException:

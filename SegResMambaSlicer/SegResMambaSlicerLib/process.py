@@ -134,18 +134,29 @@ class ProgressTracker:
 
 
 def find_python(slicer_home: str | os.PathLike | None = None) -> str:
-    """The Python that runs the engine: Slicer's ``PythonSlicer`` when there is one (on PATH or
-    in ``<slicer_home>/bin``), else this interpreter (tests, plain Python)."""
+    """The Python that runs the engine: Slicer's ``PythonSlicer`` (in ``<slicer_home>/bin``, else
+    on PATH). Inside Slicer ``sys.executable`` is the Slicer application itself, so there is no
+    fallback: FileNotFoundError names where it looked. Outside Slicer (``slicer_home`` None, a
+    plain interpreter) it is this interpreter."""
     names = ("PythonSlicer.exe", "PythonSlicer") if sys.platform == "win32" else ("PythonSlicer",)
+    inside_slicer = slicer_home is not None or Path(sys.executable).stem.lower().startswith(
+        "slicer"
+    )
+    places = [Path(slicer_home) / "bin"] if slicer_home is not None else []
     for name in names:
+        for folder in places:
+            if (folder / name).is_file():
+                return str(folder / name)
         found = shutil.which(name)
         if found:
             return found
-        if slicer_home:
-            candidate = Path(slicer_home) / "bin" / name
-            if candidate.is_file():
-                return str(candidate)
-    return sys.executable
+    if not inside_slicer:
+        return sys.executable
+    where = " and ".join([*(str(folder) for folder in places), "the folders on PATH"])
+    raise FileNotFoundError(
+        f"cannot find {names[0]}, the Python that runs the SegResMamba engine, in {where}; "
+        "reinstall Slicer"
+    )
 
 
 def engine_environment(

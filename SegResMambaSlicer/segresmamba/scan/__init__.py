@@ -20,6 +20,8 @@ from .torch_scan import selective_scan_tokens_torch, selective_scan_torch
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_DESCRIPTIONS",
+    "describe_backend",
     "resolve_backend",
     "selective_scan",
     "selective_scan_reference",
@@ -28,6 +30,12 @@ __all__ = [
 
 BACKENDS = ("torch", "numba", "cuda")
 ENV_VAR = "SEGRESMAMBA_SCAN"
+BACKEND_DESCRIPTIONS = {
+    "torch": "portable PyTorch scan",
+    "numba": "numba-compiled CPU scan",
+    "cuda": "mamba-ssm CUDA kernel",
+}
+"""What each backend is, in words for users (the Slicer device line); one entry per backend."""
 
 _log = logging.getLogger("segresmamba")
 _announced: set[str] = set()
@@ -83,6 +91,11 @@ def resolve_backend(backend: str | None = None, device: torch.device | str | Non
         _announced.add(chosen)
         _log.info("selective scan backend: %s (on %s)", chosen, device.type)
     return chosen
+
+
+def describe_backend(backend: str) -> str:
+    """The user-facing words for a backend name that :func:`resolve_backend` returned."""
+    return BACKEND_DESCRIPTIONS.get(backend, f"{backend} scan")
 
 
 def selective_scan(
