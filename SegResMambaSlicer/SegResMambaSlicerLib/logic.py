@@ -20,9 +20,15 @@ import SimpleITK as sitk
 
 from .process import EngineProcess, Event, engine_environment, find_python, segment_command
 from .segmentation import brats_labelmap_node, labels_to_segmentation
-from .volumes import volume_to_image
+from .volumes import array_from_volume, is_network_input, volume_to_image
 
-__all__ = ["SegmentationJob", "check_inputs", "default_output_name", "segment_volumes"]
+__all__ = [
+    "SegmentationJob",
+    "check_inputs",
+    "default_output_name",
+    "modality_warnings",
+    "segment_volumes",
+]
 
 
 def default_output_name(task, input_nodes: Sequence) -> str:
@@ -39,8 +45,43 @@ def check_inputs(task, input_nodes: Sequence) -> None:
             "select one for each"
         )
     for spec, node in zip(task.inputs, input_nodes):
+        if not is_network_input(node):
+            raise ValueError(
+                f"the {spec.name} volume {node.GetName()!r} is a {node.GetClassName()} (not one "
+                "intensity per voxel); choose a scalar volume"
+            )
         if node.GetImageData() is None:
             raise ValueError(f"the {spec.name} volume {node.GetName()!r} holds no image data")
+
+
+_warning_cache: dict[tuple, str | None] = {}
+
+
+def modality_warnings(task, input_nodes: Sequence) -> list[str]:
+    """The engine's modality warning (an MR volume for a CT task, or the reverse) for each
+    selected volume, for the panel; cached per volume and image modification, so the panel can
+    ask on every refresh."""
+    from segresmamba.io import modality_warning
+
+    warnings = []
+    for spec, node in zip(task.inputs, input_nodes):
+        if node is None or not is_network_input(node) or node.GetImageData() is None:
+            continue
+        image = node.GetImageData()
+        key = (node.GetID(), image.GetMTime(), task.modality, spec.name)
+        if key not in _warning_cache:
+            if len(_warning_cache) > 64:
+                _warning_cache.clear()
+            try:
+                voxels = array_from_volume(node, copy=False)
+            except ValueError:
+                voxels = None
+            name = f"{spec.name} volume {node.GetName()!r}"
+            found = modality_warning(voxels, task, name) if voxels is not None else None
+            _warning_cache[key] = found
+        if _warning_cache[key]:
+            warnings.append(_warning_cache[key])
+    return warnings
 
 
 def segment_volumes(

@@ -31,6 +31,7 @@ class PanelState:
     model_text: str = ""
     can_download: bool = False
     device_text: str = ""
+    warning_text: str = ""  # the engine's modality warnings for the selected volumes
     apply_text: str = "Apply"
     apply_enabled: bool = False
     apply_tooltip: str = ""
@@ -43,9 +44,11 @@ def panel_state(
     device_choice: str,
     devices: dict,
     running: bool,
+    warnings: Sequence[str] = (),
 ) -> PanelState:
     """The panel for ``task`` with these selected ``inputs`` (None where empty), the model line,
-    the device choice ("auto", "cpu", "gpu") and whether a run is in progress."""
+    the device choice ("auto", "cpu", "gpu"), whether a run is in progress and the modality
+    ``warnings`` for the inputs (shown, never blocking Apply)."""
     labels: list[str | None] = [None] * MAX_INPUTS
     tooltips = [""] * MAX_INPUTS
     for index, spec in enumerate(task.inputs[:MAX_INPUTS]):
@@ -83,6 +86,7 @@ def panel_state(
         apply_text="Cancel" if running else "Apply",
         apply_enabled=enabled,
         apply_tooltip=tooltip,
+        warning_text="\n".join(f"Warning: {w}" for w in warnings),
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PhantomCheck", "check_phantom"]
+__all__ = ["PhantomCheck", "check_phantom", "self_test_blocker"]
 
 
 @dataclass
@@ -41,6 +41,32 @@ class PhantomCheck:
         dice += f"; mean {self.mean_dice:.3f}"
         verdict = "passed" if self.ok else "FAILED: " + "; ".join(self.problems)
         return f"phantom self-test {verdict} ({self.seconds:.1f} s; Dice {dice})"
+
+
+def self_test_blocker(checkpoint: str | os.PathLike | None = None) -> str | None:
+    """Why the self-test cannot run here, in plain words (packages missing, demo model absent),
+    or None. Slicer's *Reload and Test* calls ``runTest()`` outside a unittest runner, where a
+    skip shows as a failure dialog, so the self-test reports this message as its failure."""
+    from .dependencies import find_missing
+
+    missing = find_missing()
+    if missing:
+        names = "; ".join(m.describe() for m in missing)
+        return (
+            f"SegResMamba self-test cannot run: Python packages are missing ({names}); "
+            "open the module and press Install missing packages"
+        )
+    if checkpoint is None:
+        from segresmamba.demo import demo_checkpoint
+        from segresmamba.errors import SegResMambaError
+
+        try:
+            demo_checkpoint()
+        except SegResMambaError as error:
+            return f"SegResMamba self-test cannot run: {error}"
+    elif not os.path.isfile(checkpoint):
+        return f"SegResMamba self-test cannot run: the model {checkpoint} does not exist"
+    return None
 
 
 def check_phantom(

@@ -17,11 +17,14 @@ from vtk.util import numpy_support
 
 __all__ = [
     "LPS_TO_RAS",
+    "NOT_NETWORK_INPUTS",
     "array_from_volume",
     "geometry_from_matrix",
     "ijk_to_world",
     "image_to_volume_node",
+    "is_network_input",
     "matrix_from_image",
+    "network_input_volumes",
     "oriented_image",
     "volume_to_image",
     "vtk_matrix",
@@ -29,6 +32,29 @@ __all__ = [
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Flips x and y: LPS (ITK, DICOM) <-> RAS (Slicer); its own inverse."""
+
+
+NOT_NETWORK_INPUTS = (
+    "vtkMRMLLabelMapVolumeNode",
+    "vtkMRMLTensorVolumeNode",
+    "vtkMRMLDiffusionWeightedVolumeNode",
+)
+"""Subclasses of vtkMRMLScalarVolumeNode that the network cannot read: labelmaps, DWI series and
+everything derived from the tensor volume (vector/RGB, streaming, diffusion image, DTI)."""
+
+
+def is_network_input(node) -> bool:
+    """Whether ``node`` is a plain scalar volume (one intensity per voxel) the network can read."""
+    return bool(node.IsA("vtkMRMLScalarVolumeNode")) and not any(
+        node.IsA(name) for name in NOT_NETWORK_INPUTS
+    )
+
+
+def network_input_volumes(scene) -> list:
+    """The scene's volumes that can be network inputs, in the order they were added."""
+    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    found = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+    return [node for node in found if is_network_input(node)]
 
 
 def _to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
@@ -86,8 +112,9 @@ def matrix_from_image(image: sitk.Image) -> np.ndarray:
     return LPS_TO_RAS @ lps
 
 
-def array_from_volume(node) -> np.ndarray:
-    """A copy of the node's voxels as a (k, j, i) array (slices first, as SimpleITK orders)."""
+def array_from_volume(node, copy: bool = True) -> np.ndarray:
+    """The node's voxels as a (k, j, i) array (slices first, as SimpleITK orders): a copy, or
+    with ``copy=False`` a read-only view for a quick look that must not outlive the node."""
     image_data = node.GetImageData()
     if image_data is None or image_data.GetPointData().GetScalars() is None:
         raise ValueError(f"volume {node.GetName()!r} holds no image data")
@@ -99,7 +126,11 @@ def array_from_volume(node) -> np.ndarray:
         )
     dims = image_data.GetDimensions()
     scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
-    return scalars.reshape(dims[::-1]).copy()
+    array = scalars.reshape(dims[::-1])
+    if copy:
+        return array.copy()
+    array.flags.writeable = False
+    return array
 
 
 def volume_to_image(node) -> sitk.Image:
