@@ -228,7 +228,7 @@ def test_seg_nrrd_header_is_what_slicer_reads(tmp_path):
         )
     spleen = header["Segment1_Tags"]
     assert (
-        "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical "
+        "Segmentation category and type - DICOM master list~SCT^123037004^Anatomical "
         "Structure~SCT^78961009^Spleen~^^~Anatomic codes - DICOM master list~^^~^^" in spleen
     )
     assert "SCT^64033007^Kidney~SCT^24028007^Right~" in header["Segment2_Tags"]

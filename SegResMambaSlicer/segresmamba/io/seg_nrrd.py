@@ -22,7 +22,7 @@ from .atomic import atomic_output
 
 __all__ = ["TERMINOLOGY_CONTEXT", "Segment", "terminology_entry", "write_segmentation"]
 
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 
 
