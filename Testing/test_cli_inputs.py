@@ -17,7 +17,7 @@ from helpers_segment import tiny_checkpoint
 
 from segresmamba.cli_segment import order_inputs
 from segresmamba.errors import InputMatchError, exit_code_for
-from segresmamba.io import guess_modality, modality_warning
+from segresmamba.io import guess_modality, modality_warning, series_description
 from segresmamba.tasks import get_task
 
 SEQUENCES = {"FLAIR": "t2f", "T1": "t1n", "T1Gd": "t1c", "T2": "t2w"}
@@ -136,3 +136,37 @@ def test_mri_given_to_a_ct_task_runs_with_a_warning(renamed):
     assert len(warnings) == 1, result.stderr
     assert warnings[0].startswith("warning: patient01_fla_bet.nii.gz does not look like CT")
     assert output.is_file()
+
+
+DESCRIPTIONS = ("T1 POST GD FLAIR", "AX T2 FSE", "AX FLAIR", "T1 pre gd")
+DICOM_TAGS = ("0010|0010", "0010|0020", "0020|000d", "0020|0032", "0020|0037", "0008|0060")
+
+
+def test_dicom_folders_are_recognised_by_series_description(shared_data, tmp_path):
+    """Four copies of the first slices of the real DICOM series, in folders whose names say
+    nothing, each with its own series UID and a scanner-style Series Description."""
+    slices = sorted((shared_data / "ct-abdomen" / "example_ct_dicom").iterdir())[:3]
+    folders = []
+    for number, description in enumerate(DESCRIPTIONS, start=1):
+        folder = tmp_path / f"series_{number}"
+        folder.mkdir()
+        for index, path in enumerate(slices):
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            original = reader.Execute()
+            image = sitk.GetImageFromArray(sitk.GetArrayFromImage(original))
+            image.CopyInformation(original)
+            for key in DICOM_TAGS:
+                if reader.HasMetaDataKey(key):
+                    image.SetMetaData(key, reader.GetMetaData(key))
+            image.SetMetaData("0008|103e", description)
+            image.SetMetaData("0020|000e", f"1.2.826.0.1.3680043.2.1125.{number}")
+            image.SetMetaData("0020|0013", str(index + 1))
+            writer = sitk.ImageFileWriter()
+            writer.KeepOriginalImageUIDOn()
+            writer.SetFileName(str(folder / f"{index}.dcm"))
+            writer.Execute(image)
+        folders.append(str(folder))
+    assert [series_description(f) for f in folders] == list(DESCRIPTIONS)
+    ordered = order_inputs(get_task("brats"), tuple(folders))
+    assert [Path(p).name for p in ordered] == ["series_3", "series_4", "series_1", "series_2"]

@@ -197,6 +197,18 @@ def split_named(task, text: str) -> tuple[str | None, str]:
     return None, text
 
 
+def _recognisable_name(path: str) -> str:
+    """What names an input to a user: its file name, or for a DICOM folder the folder's name
+    and the series description (e.g. "series_3 AX T1 POST GD")."""
+    if not Path(path).is_dir():
+        return path
+    from .io import series_description
+
+    folder = Path(path).resolve().name
+    description = series_description(path).replace("/", " ").replace("\\", " ")
+    return f"{folder} {description}".strip()
+
+
 def order_inputs(task, paths: tuple[str, ...], in_order: bool = False) -> tuple[str, ...]:
     """The inputs in channel order: as named (``-i FLAIR=PATH``), recognised by name, or, with
     ``in_order``, as given. Never guesses: names that do not identify every input of a
@@ -215,8 +227,10 @@ def order_inputs(task, paths: tuple[str, ...], in_order: bool = False) -> tuple[
     elif in_order:
         matched = {spec.name: path for spec, path in zip(task.inputs, paths)}
     else:
+        names = [_recognisable_name(path) for path in paths]
         try:
-            matched = task.match_inputs(paths)
+            found = task.match_inputs(names)
+            matched = {spec: paths[names.index(name)] for spec, name in found.items()}
         except SegResMambaError as error:
             would = ", ".join(f"{s.name}={Path(p).name}" for s, p in zip(task.inputs, paths))
             raise InputMatchError(

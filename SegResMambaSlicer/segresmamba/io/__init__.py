@@ -8,7 +8,7 @@ network cannot segment with a one-line SegResMambaError. ``write_labelmap`` writ
 from .atomic import atomic_output, check_output_path, full_suffix
 from .checks import validate_image
 from .modality import guess_modality, modality_warning
-from .reader import read_dicom_series, read_image
+from .reader import read_dicom_series, read_image, series_description
 from .seg_nrrd import Segment, terminology_entry, write_segmentation
 from .writers import IMAGE_SUFFIXES, LABELMAP_SUFFIXES, segments_for, write_image, write_labelmap
 
@@ -24,6 +24,7 @@ __all__ = [
     "read_dicom_series",
     "read_image",
     "segments_for",
+    "series_description",
     "terminology_entry",
     "validate_image",
     "write_image",

@@ -60,13 +60,9 @@ def _check_nifti_finite(path: Path) -> None:
         raise SegResMambaError(non_finite_message(path.name, bad))
 
 
-def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
-    """Read the DICOM series with the most files in ``folder`` (not its subfolders).
-
-    Folders often hold a localizer or a second reconstruction beside the main series; the
-    largest one is the volume a user means. The others are named in a log note.
-    """
-    folder = Path(folder)
+def _largest_series(folder: Path) -> tuple[str, list[str], dict[str, list[str]]]:
+    """(series id, its files, every series) of the DICOM series with the most files in
+    ``folder``; SegResMambaError when the folder holds none."""
     try:
         series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError:
@@ -74,7 +70,7 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
     series = {
         sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids
     }
-    series = {sid: files for sid, files in series.items() if files}
+    series = {sid: list(files) for sid, files in series.items() if files}
     if not series:
         content = "is empty" if not any(folder.iterdir()) else "holds no DICOM series"
         raise SegResMambaError(
@@ -82,6 +78,31 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
             "(.nii.gz, .nrrd, .mha)"
         )
     chosen = max(series, key=lambda sid: len(series[sid]))
+    return chosen, series[chosen], series
+
+
+def series_description(folder: str | os.PathLike) -> str:
+    """The Series Description (0008,103E) of the series :func:`read_dicom_series` reads from
+    ``folder`` ("" when there is none), e.g. "AX T1 POST GD": what names the image to a user."""
+    try:
+        _sid, files, _all = _largest_series(Path(folder))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+        reader.ReadImageInformation()
+    except (SegResMambaError, RuntimeError, OSError):
+        return ""
+    key = "0008|103e"
+    return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+
+
+def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
+    """Read the DICOM series with the most files in ``folder`` (not its subfolders).
+
+    Folders often hold a localizer or a second reconstruction beside the main series; the
+    largest one is the volume a user means. The others are named in a log note.
+    """
+    folder = Path(folder)
+    chosen, files, series = _largest_series(folder)
     if len(series) > 1:
         others = ", ".join(f"{sid} ({len(f)} files)" for sid, f in series.items() if sid != chosen)
         _log.info(
@@ -89,11 +110,11 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
             folder,
             len(series),
             chosen,
-            len(series[chosen]),
+            len(files),
             others,
         )
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(series[chosen])
+    reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError:
