@@ -278,9 +278,12 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         from SegResMambaSlicerLib.tasks import model_status
 
         status = model_status(self._parameterNode.task, self._parameterNode.model or None)
-        self._start(
-            self.logic.modelCommand("download", status.name), f"Downloading {status.name}..."
-        )
+        try:
+            job = self.logic.modelCommand("download", status.name)
+        except Exception as error:  # e.g. PythonSlicer not found: say where it was looked for
+            self._showError(" ".join(str(error).split()))
+            return
+        self._start(job, f"Downloading {status.name}...")
 
     def onImportModel(self) -> None:
         path = qt.QFileDialog.getOpenFileName(
@@ -290,7 +293,12 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             "Models (*.safetensors *.zip)",
         )
         if path:
-            self._start(self.logic.modelCommand("import", path), f"Importing {path}...")
+            try:
+                job = self.logic.modelCommand("import", path)
+            except Exception as error:
+                self._showError(" ".join(str(error).split()))
+                return
+            self._start(job, f"Importing {path}...")
 
     def _start(self, job, message: str) -> None:
         self._job = job

@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 from helpers_segment import tiny_checkpoint
 
-from segresmamba.cli_segment import order_inputs
+from segresmamba.cli_segment import order_inputs, read_batch_list
 from segresmamba.errors import InputMatchError, exit_code_for
 from segresmamba.io import guess_modality, modality_warning, series_description
 from segresmamba.tasks import get_task
@@ -87,6 +87,16 @@ def test_order_inputs_named_in_order_and_recognised(renamed):
         "patient01_t1c_bet.nii.gz",
         "patient01_t2_bet.nii.gz",
     ]
+
+
+def test_batch_lists_name_inputs_too(renamed, tmp_path):
+    listing = tmp_path / "cases.txt"
+    names = [f"{n}=case_{i:04d}.nii.gz" for i, n in enumerate(SEQUENCES)]
+    listing.write_text(",".join(reversed(names)) + "\n", encoding="utf-8")
+    (case,) = read_batch_list(listing)
+    assert case[0] == f"T2={tmp_path / 'case_0003.nii.gz'}"
+    ordered = order_inputs(get_task("brats"), case)
+    assert ordered == tuple(str(tmp_path / f"case_{i:04d}.nii.gz") for i in range(4))
 
 
 def test_named_inputs_run_end_to_end(renamed):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -104,8 +105,9 @@ def _case_name(path: str) -> str:
 
 
 def read_batch_list(path: str | Path) -> list[tuple[str, ...]]:
-    """Cases from a list file: one per line, inputs separated by commas or tabs; blank lines
-    and ``#`` comments skipped; relative paths are relative to the list's folder."""
+    """Cases from a list file: one per line, inputs separated by commas or tabs (each may be
+    ``NAME=PATH``, as with -i); blank lines and ``#`` comments skipped; relative paths are
+    relative to the list's folder."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -117,10 +119,17 @@ def read_batch_list(path: str | Path) -> list[tuple[str, ...]]:
         if not line or line.startswith("#"):
             continue
         parts = [p.strip() for p in line.replace("\t", ",").split(",") if p.strip()]
-        cases.append(tuple(str(path.parent / p) if not Path(p).is_absolute() else p for p in parts))
+        cases.append(tuple(_relative_to(path.parent, p) for p in parts))
     if not cases:
         raise SegResMambaError(f"the batch list {path} holds no cases")
     return cases
+
+
+def _relative_to(folder: Path, entry: str) -> str:
+    """A list entry's path relative to the list's folder, keeping a ``NAME=`` prefix."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9_]*=)(.+)", entry)
+    prefix, path = match.groups() if match else ("", entry)
+    return prefix + (path if Path(path).is_absolute() else str(folder / path))
 
 
 def plan_cases(args: argparse.Namespace, task) -> list[Case]:
