@@ -16,47 +16,46 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SEQUENCE_SYNONYMS", "canonical_sequence", "name_patterns_for", "recognise_sequence"]
+__all__ = [
+    "CONTRAST_WORDS",
+    "PRE_CONTRAST_WORDS",
+    "SEQUENCE_SYNONYMS",
+    "SEQUENCE_WORDS",
+    "canonical_sequence",
+    "name_patterns_for",
+    "recognise_sequence",
+]
 
-SEQUENCE_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "FLAIR": ("fla", "flair", "t2f", "t2flair", "t2_flair", "tirm", "fluid"),
-    "T1Gd": (
-        "t1c", "t1ce", "t1gd", "t1post", "t1wce", "+c", "+gd", "post", "gad", "gd",
-        "contrast", "ce", "km", "mprage+c",
-    ),
-    "T1": ("t1", "t1n", "t1w", "mprage", "pre", "native", "nativ"),
+SEQUENCE_WORDS: dict[str, tuple[str, ...]] = {
+    "FLAIR": ("fla", "flair", "t2f", "t2flair", "tirm", "fluid"),
+    "T1Gd": ("t1c", "t1ce", "t1gd", "t1post", "t1wce"),
+    "T1": ("t1", "t1n", "t1w", "mprage"),
     "T2": ("t2", "t2w", "fse"),
 }  # fmt: skip
-"""The spellings of each BraTS sequence in file names and DICOM series descriptions, one word
-each (``t2_flair`` and ``mprage+c`` are the two-word spellings, matched as their words)."""
+"""Words that name a sequence by themselves (``t2_flair`` is the words t2 and flair)."""
 
-_T1_WORDS = frozenset(("t1", "t1n", "t1w", "mprage"))
-_T1_CONTRAST_WORDS = frozenset(("t1c", "t1ce", "t1gd", "t1post", "t1wce"))
-_CONTRAST_WORDS = frozenset(("+c", "+gd", "+contrast", "post", "gad", "gd", "contrast", "ce", "km"))
-_PRE_WORDS = frozenset(("pre", "native", "nativ", "t1n"))
-_FLAIR_WORDS = frozenset(("fla", "flair", "t2f", "t2flair", "tirm", "fluid"))
-_T2_WORDS = frozenset(("t2", "t2w", "fse"))
+CONTRAST_WORDS = ("+c", "+gd", "+contrast", "post", "gad", "gd", "contrast", "ce", "km")
+"""Words that mark a post-contrast image: with a T1 word, or alone, they make it T1Gd."""
 
-_ALIASES = {
-    "flair": "FLAIR",
-    "t2f": "FLAIR",
-    "t2flair": "FLAIR",
-    "t1gd": "T1Gd",
-    "t1c": "T1Gd",
-    "t1ce": "T1Gd",
-    "t1": "T1",
-    "t1n": "T1",
-    "t1w": "T1",
-    "t2": "T2",
-    "t2w": "T2",
+PRE_CONTRAST_WORDS = ("pre", "native", "nativ")
+"""Words that mark a pre-contrast image: they outrank contrast words ("T1 pre gd" is T1)."""
+
+SEQUENCE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "FLAIR": (*SEQUENCE_WORDS["FLAIR"], "t2_flair"),
+    "T1Gd": (*SEQUENCE_WORDS["T1Gd"], *CONTRAST_WORDS, "mprage+c"),
+    "T1": (*SEQUENCE_WORDS["T1"], *PRE_CONTRAST_WORDS),
+    "T2": SEQUENCE_WORDS["T2"],
 }
+"""Every spelling of each BraTS sequence in file names and DICOM series descriptions."""
+
 _WORD = re.compile(r"\+?[a-z0-9]+")
 
 
 def canonical_sequence(name: str) -> str | None:
     """``"FLAIR"``, ``"T1"``, ``"T1Gd"`` or ``"T2"`` when ``name`` (an input or channel name such
     as "t1ce" or "FLAIR") is one of these sequences, else None (e.g. "CT", "ADC")."""
-    return _ALIASES.get(re.sub(r"[^a-z0-9]", "", name.strip().lower()))
+    word = re.sub(r"[^a-z0-9]", "", name.strip().lower())
+    return next((seq for seq, words in SEQUENCE_WORDS.items() if word in words), None)
 
 
 def words(text: str) -> list[str]:
@@ -68,21 +67,17 @@ def recognise_sequence(name: str) -> str | None:
     """The sequence ("FLAIR", "T1", "T1Gd", "T2") a file name or series description names, or
     None when its words identify none (then the caller must ask, never guess)."""
     found = set(words(name))
-    pre = bool(found & _PRE_WORDS)
-    contrast = bool(found & (_CONTRAST_WORDS | _T1_CONTRAST_WORDS)) and not pre
-    if found & _T1_CONTRAST_WORDS and not pre:
-        return "T1Gd"
-    if found & _T1_WORDS:
+    pre = bool(found & {*PRE_CONTRAST_WORDS, "t1n"})
+    contrast = bool(found & {*CONTRAST_WORDS, *SEQUENCE_WORDS["T1Gd"]}) and not pre
+    named = {seq for seq, spellings in SEQUENCE_WORDS.items() if found & set(spellings)}
+    if named & {"T1", "T1Gd"}:  # a T1 word outranks FLAIR: "T1 POST GD FLAIR" is T1Gd
         return "T1Gd" if contrast else "T1"
-    if found & _FLAIR_WORDS:
-        return "FLAIR"
-    if found & _T2_WORDS:
-        return "T2"
+    for sequence in ("FLAIR", "T2"):  # FLAIR outranks T2: "t2_flair" is FLAIR
+        if sequence in named:
+            return sequence
     if contrast:
         return "T1Gd"
-    if pre:
-        return "T1"
-    return None
+    return "T1" if pre else None
 
 
 def name_patterns_for(channel_name: str) -> tuple[str, ...]:
