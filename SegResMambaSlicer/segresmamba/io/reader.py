@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from ..errors import SegResMambaError
 from .checks import non_finite_message, validate_image
 
-__all__ = ["read_dicom_series", "read_image"]
+__all__ = ["dicom_series_files", "read_dicom_series", "read_image"]
 
 _log = logging.getLogger("segresmamba.io")
 
@@ -60,11 +60,13 @@ def _check_nifti_finite(path: Path) -> None:
         raise SegResMambaError(non_finite_message(path.name, bad))
 
 
-def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
-    """Read the DICOM series with the most files in ``folder`` (not its subfolders).
+def dicom_series_files(folder: str | os.PathLike) -> list[str]:
+    """The files of the DICOM series with the most files in ``folder`` (not its subfolders),
+    sorted along the slice axis as the volume's slices are.
 
     Folders often hold a localizer or a second reconstruction beside the main series; the
-    largest one is the volume a user means. The others are named in a log note.
+    largest one is the volume a user means. The others are named in a log note. Writers that
+    reference the source (DICOM SEG) use this same list, so they see the series that was read.
     """
     folder = Path(folder)
     try:
@@ -92,11 +94,17 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
             len(series[chosen]),
             others,
         )
+    return list(series[chosen])
+
+
+def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
+    """Read the DICOM series with the most files in ``folder`` (see :func:`dicom_series_files`)."""
+    files = dicom_series_files(folder)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(series[chosen])
+    reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError:
         raise SegResMambaError(
-            f"cannot read the DICOM series {chosen} in {folder}: damaged or unsupported files"
+            f"cannot read the DICOM series in {folder}: damaged or unsupported files"
         ) from None
