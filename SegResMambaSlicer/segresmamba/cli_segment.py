@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cohort import launched_by_torchrun, run_cohort
 from .errors import SegResMambaError, exit_code_for
 from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
 from .io.dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input, write_dicom_seg
@@ -211,6 +212,8 @@ def run_segment(args: argparse.Namespace) -> int:
     statistics_path = getattr(args, "statistics", None)
     if statistics_path:
         check_output_path(check_statistics_path(statistics_path), overwrite=True)
+    if launched_by_torchrun():  # a cohort sharded across processes, GPUs and nodes
+        return run_cohort(args, task, plan_cases, _segment_case, write_statistics)
     cases = plan_cases(args, task)
     model = None
     worst = 0
