@@ -14,6 +14,8 @@ import SimpleITK as sitk
 from helpers_segment import ThresholdNet
 from test_cli import assert_clean_failure, run_cli
 
+from segresmamba.cli import build_parser
+from segresmamba.cli_segment import plan_cases
 from segresmamba.errors import SegResMambaError
 from segresmamba.inference import segment
 from segresmamba.io import read_image
@@ -136,3 +138,18 @@ def test_pipeline_output_on_the_series_goes_into_the_seg_unchanged(series, tmp_p
     )
     for number, label in enumerate(present):
         np.testing.assert_array_equal(pixels[..., number], voxels == label.value)
+
+
+def test_format_dicom_seg_names_cohort_outputs_and_checks_inputs_first(
+    series, shared_data, tmp_path
+):
+    parser = build_parser()
+    options = ["segment", "-t", "phantom", "--format", "dicom-seg", "-o", str(tmp_path / "out")]
+    args = parser.parse_args([*options, "-i", str(series), "-i", str(tmp_path / "b")])
+    (tmp_path / "b").mkdir()
+    cases = plan_cases(args, get_task("phantom"))
+    assert [c.output.name for c in cases] == ["example_ct_dicom_phantom.dcm", "b_phantom.dcm"]
+    nifti = shared_data / "ct-abdomen" / "example_ct_sm.nii.gz"
+    args = parser.parse_args([*options, "-i", str(series), "-i", str(nifti)])
+    with pytest.raises(SegResMambaError, match="got example_ct_sm.nii.gz"):
+        plan_cases(args, get_task("phantom"))
