@@ -103,6 +103,12 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self._statistics = []  # the last result's per-segment statistics (engine rows)
+        self.saveStatisticsButton = qt.QPushButton("Save statistics...")
+        self.saveStatisticsButton.toolTip = "Save the last result's statistics as CSV or JSON"
+        self.saveStatisticsButton.enabled = False
+        self.saveStatisticsButton.connect("clicked(bool)", self.onSaveStatistics)
+        self.layout.addWidget(self.saveStatisticsButton)
         self.refreshDependencies()
         self.initializeParameterNode()
 
@@ -347,9 +353,23 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._showError(job.error)
             else:
                 self.logic.showResult(node, job.input_nodes[0])
+                self._statistics = self.logic.showStatistics(node, job.input_nodes[0], job.task)
+                self.saveStatisticsButton.enabled = bool(self._statistics)
                 self.ui.progressBar.value = 1000
                 self.ui.statusLabel.text = f"Done: {node.GetName()}"
         self.updateGui()
+
+    def onSaveStatistics(self) -> None:
+        from SegResMambaSlicerLib.statistics import save_statistics
+
+        path = qt.QFileDialog.getSaveFileName(
+            None, "Save statistics", "statistics.csv", "CSV (*.csv);;JSON (*.json)"
+        )
+        if path:
+            try:
+                save_statistics(self._statistics, path)
+            except Exception as error:  # e.g. a name without .csv/.json, an unwritable folder
+                self._showError(str(error))
 
     def _cancelJob(self) -> None:
         if self._job is not None:
@@ -420,6 +440,25 @@ class SegResMambaSlicerLogic(ScriptedLoadableModuleLogic):
         process = EngineProcess(command, env=self._environment())
         process.start()
         return process
+
+    def showStatistics(self, node, reference, task) -> list:
+        """Show the result's statistics table (the command line's ``--statistics`` numbers)
+        beside the views; returns its rows, or [] with a warning when they cannot be computed."""
+        from SegResMambaSlicerLib.statistics import result_statistics, statistics_table_node
+
+        try:
+            rows = result_statistics(slicer.mrmlScene, node, reference, task)
+        except Exception as error:  # statistics must never cost the user the segmentation
+            logging.warning(f"SegResMamba: no statistics for {node.GetName()}: {error}")
+            return []
+        table = statistics_table_node(slicer.mrmlScene, rows, f"{node.GetName()} statistics")
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager:
+            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+            selection = slicer.app.applicationLogic().GetSelectionNode()
+            selection.SetActiveTableID(table.GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
+        return rows
 
     def showResult(self, node, reference) -> None:
         """Show the segmentation over its input in the slice views and as surfaces in 3D."""

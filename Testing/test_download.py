@@ -255,7 +255,8 @@ def test_tasks_without_weights_say_how_to_import(
 ) -> None:
     monkeypatch.delenv("SEGRESMAMBA_MODELS_JSON", raising=False)
     monkeypatch.setenv("SEGRESMAMBA_HOME", str(tmp_path))
-    assert models_json_path() == Path(__file__).resolve().parents[1] / "Resources" / "models.json"
+    weights = Path(__file__).resolve().parents[1] / "SegResMambaSlicer" / "segresmamba" / "weights"
+    assert models_json_path() == weights / "models.json"
     assert {m.task for m in list_models()} >= {"btcv", "brats", "spleen", "phantom"}
     for task in ("btcv", "brats", "spleen"):
         message = (

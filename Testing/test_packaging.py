@@ -61,18 +61,19 @@ def test_every_module_file_is_listed_in_cmake():
 
 
 def test_module_cmake_builds_tests_and_installs_the_model_registry():
-    text, _, _ = module_cmake()
+    text, _, resources = module_cmake()
     assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
     assert re.search(r"if\(BUILD_TESTING\)\s+#.*\n\s+slicer_add_python_unittest\(SCRIPT", text)
-    registry = cmake_list(text, "MODEL_REGISTRY_FILES")
-    assert registry == ["models.json", "models.schema.json"]
-    assert all((REPO / "Resources" / name).is_file() for name in registry)
-    assert "Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources" in text
+    registry = ["segresmamba/weights/models.json", "segresmamba/weights/models.schema.json"]
+    assert set(registry) <= set(resources)
+    assert all((MODULE_DIR / name).is_file() for name in registry)
+    assert not (REPO / "Resources" / "models.json").exists(), "one registry, inside the package"
     from segresmamba.weights import registry as engine_registry
 
-    # in Slicer the engine looks beside its package first: where CMake puts the registry
-    first = engine_registry._resource_candidates("models.json")[0]
-    assert first == MODULE_DIR / "Resources" / "models.json"
+    # one lookup rule for Slicer, wheels and checkouts: package data beside the weights module
+    assert engine_registry._resource_candidates("models.json") == [
+        MODULE_DIR / "segresmamba" / "weights" / "models.json"
+    ]
 
 
 def test_extension_metadata_is_complete():
@@ -147,9 +148,6 @@ def test_installed_layout_runs_the_engine(tmp_path):
         if source.is_file():
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target / relative)
-    for name in ("models.json", "models.schema.json"):
-        (target / "Resources").mkdir(exist_ok=True)
-        shutil.copyfile(REPO / "Resources" / name, target / "Resources" / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGRESMAMBA_")}
     env.update(PYTHONPATH=str(target), SEGRESMAMBA_HOME=str(tmp_path / "cache"))
     code = (
@@ -163,7 +161,7 @@ def test_installed_layout_runs_the_engine(tmp_path):
     assert out.returncode == 0, out.stderr
     package, registry, tasks = out.stdout.split()
     assert Path(package).is_relative_to(target)
-    assert Path(registry) == target / "Resources" / "models.json"
+    assert Path(registry) == target / "segresmamba" / "weights" / "models.json"
     assert int(tasks) >= 4
     listing = subprocess.run(
         [sys.executable, "-m", "segresmamba", "models", "list"],

@@ -16,8 +16,8 @@ from segresmamba.network import SegResMamba
 from segresmamba.tasks import TASKS_JSON, TASKS_SCHEMA_JSON, get_task, list_tasks, load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS_JSON = REPO / "Resources" / "models.json"
-MODELS_SCHEMA = REPO / "Resources" / "models.schema.json"
+MODELS_JSON = REPO / "SegResMambaSlicer" / "segresmamba" / "weights" / "models.json"
+MODELS_SCHEMA = MODELS_JSON.with_name("models.schema.json")
 
 BTCV_ORDER = [
     "background",

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         help="segment one case or a cohort",
         description="Segment scans with a task's model. The output format follows -o: .nii.gz, "
-        ".nrrd or .seg.nrrd (3D Slicer segmentation with names, colours and terminology). "
+        ".nrrd, .seg.nrrd (3D Slicer segmentation with names, colours and terminology) or .dcm "
+        "(DICOM Segmentation for PACS; needs a DICOM series input, empty segments are omitted). "
         "Several -i give one case for multi-input tasks (BraTS: FLAIR, T1, T1Gd, T2, recognised "
         "by file name; when the names do not tell, the command refuses: name each input, "
         "-i FLAIR=PATH, or add --inputs-in-order), or a cohort for single-input tasks when -o "
@@ -124,8 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--format",
         default=".nii.gz",
-        choices=(".nii.gz", ".nrrd", ".seg.nrrd"),
-        help="output format when -o is a folder (default .nii.gz)",
+        choices=(".nii.gz", ".nrrd", ".seg.nrrd", "dicom-seg"),
+        help="output format when -o is a folder (default .nii.gz; dicom-seg writes CASE_TASK.dcm)",
+    )
+    seg.add_argument(
+        "--statistics",
+        metavar="FILE",
+        help="also write per-segment statistics of every case to FILE (.json or .csv): voxel "
+        "count, volume in mL, mean/std/p5/p95 of the first input, bounding box in mm",
     )
     seg.add_argument("--model", metavar="NAME|PATH", help="registry model name or checkpoint file")
     _add_run_options(seg)

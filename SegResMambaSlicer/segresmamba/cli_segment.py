@@ -11,8 +11,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cohort import launched_by_torchrun, run_cohort
 from .errors import InputMatchError, SegResMambaError, exit_code_for
 from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
+from .io.dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input, write_dicom_seg
+from .io.writers import segments_for
+from .statistics import check_statistics_path, segment_statistics, write_statistics
 
 __all__ = [
     "Case",
@@ -27,6 +31,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("segresmamba.cli")
+OUTPUT_SUFFIXES = (*LABELMAP_SUFFIXES, DICOM_SEG_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -162,17 +167,18 @@ def plan_cases(args: argparse.Namespace, task) -> list[Case]:
             )
     to_folder = len(groups) > 1 or args.batch or folder_named
     if not to_folder:
-        if full_suffix(output) not in LABELMAP_SUFFIXES:
+        if full_suffix(output) not in OUTPUT_SUFFIXES:
             raise SegResMambaError(
                 f"cannot write {output.name}: unknown output format; use "
-                f"{', '.join(LABELMAP_SUFFIXES)}"
+                f"{', '.join(OUTPUT_SUFFIXES)}"
             )
         cases = [Case(_case_name(groups[0][0]), groups[0], output)]
     else:
         if output.exists() and not output.is_dir():
             raise SegResMambaError(f"-o {output} must be a folder for several cases")
+        suffix = DICOM_SEG_SUFFIX if args.format == "dicom-seg" else args.format
         cases = [
-            Case(_case_name(g[0]), g, output / f"{_case_name(g[0])}_{task.name}{args.format}")
+            Case(_case_name(g[0]), g, output / f"{_case_name(g[0])}_{task.name}{suffix}")
             for g in groups
         ]
         seen: dict[Path, str] = {}
@@ -192,6 +198,8 @@ def plan_cases(args: argparse.Namespace, task) -> list[Case]:
                 ) from None
     for case in cases:
         check_output_path(case.output, args.overwrite)
+        if full_suffix(case.output) == DICOM_SEG_SUFFIX:
+            check_dicom_seg_input(case.inputs[0])
     return cases
 
 
@@ -257,23 +265,34 @@ def run_segment(args: argparse.Namespace) -> int:
     from .tasks import get_task
 
     task = get_task(args.task)
+    statistics_path = getattr(args, "statistics", None)
+    if statistics_path:
+        check_output_path(check_statistics_path(statistics_path), overwrite=True)
+    if launched_by_torchrun():  # a cohort sharded across processes, GPUs and nodes
+        return run_cohort(args, task, plan_cases, _segment_case, write_statistics)
     cases = plan_cases(args, task)
     model = None
     worst = 0
+    rows: list = []
     for number, case in enumerate(cases, start=1):
         label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
         try:
-            model = _segment_case(args, task, case, model, label)
+            model = _segment_case(args, task, case, model, label, rows if statistics_path else None)
         except SegResMambaError as error:
             if len(cases) == 1:
                 raise
             print(f"error: {case.name}: {' '.join(str(error).split())}", file=sys.stderr)
             worst = max(worst, exit_code_for(error))
+    if statistics_path and rows:
+        write_statistics(rows, statistics_path)
+        if not args.quiet:
+            print(f"statistics: wrote {statistics_path}")
     return worst
 
 
-def _segment_case(args, task, case: Case, model, label: str):
-    """Read (before the model loads, so bad input fails fast), segment, write; returns model."""
+def _segment_case(args, task, case: Case, model, label: str, statistics: list | None = None):
+    """Read (before the model loads, so bad input fails fast), segment, write; returns model.
+    With ``statistics`` (a list), the case's per-segment statistics are appended to it."""
     from .io import modality_warning, read_image, write_labelmap
 
     paths = order_inputs(task, case.inputs, getattr(args, "inputs_in_order", False))
@@ -312,9 +331,15 @@ def _segment_case(args, task, case: Case, model, label: str):
         bar.close()
     if task.output == "sigmoid" and not args.regions:
         result = regions_to_labelmap(result, task, args.brats_convention)
-    write_labelmap(
-        result, case.output, task, overwrite=args.overwrite, convention=args.brats_convention
-    )
+    if full_suffix(case.output) == DICOM_SEG_SUFFIX:
+        write_dicom_seg(result, case.output, task, paths[0], args.overwrite, args.brats_convention)
+    else:
+        write_labelmap(
+            result, case.output, task, overwrite=args.overwrite, convention=args.brats_convention
+        )
+    if statistics is not None:
+        segments = segments_for(task, result, args.brats_convention)
+        statistics += segment_statistics(case.name, result, images[0], segments)
     if not args.quiet:
         print(f"{case.name}: wrote {case.output} ({time.perf_counter() - started:.1f} s)")
     return model

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from ..errors import SegResMambaError
 from .checks import non_finite_message, validate_image
 
-__all__ = ["read_dicom_series", "read_image"]
+__all__ = ["dicom_series_files", "read_dicom_series", "read_image", "series_description"]
 
 _log = logging.getLogger("segresmamba.io")
 
@@ -95,11 +95,13 @@ def series_description(folder: str | os.PathLike) -> str:
     return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
 
 
-def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
-    """Read the DICOM series with the most files in ``folder`` (not its subfolders).
+def dicom_series_files(folder: str | os.PathLike) -> list[str]:
+    """The files of the DICOM series with the most files in ``folder`` (not its subfolders),
+    sorted along the slice axis as the volume's slices are.
 
     Folders often hold a localizer or a second reconstruction beside the main series; the
-    largest one is the volume a user means. The others are named in a log note.
+    largest one is the volume a user means. The others are named in a log note. Writers that
+    reference the source (DICOM SEG) use this same list, so they see the series that was read.
     """
     folder = Path(folder)
     chosen, files, series = _largest_series(folder)
@@ -113,11 +115,17 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
             len(files),
             others,
         )
+    return list(files)
+
+
+def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
+    """Read the DICOM series with the most files in ``folder`` (see :func:`dicom_series_files`)."""
+    files = dicom_series_files(folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError:
         raise SegResMambaError(
-            f"cannot read the DICOM series {chosen} in {folder}: damaged or unsupported files"
+            f"cannot read the DICOM series in {folder}: damaged or unsupported files"
         ) from None

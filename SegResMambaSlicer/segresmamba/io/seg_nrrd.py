@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nrrd
 import numpy as np
@@ -35,6 +36,8 @@ class Segment:
     color: tuple[float, float, float]
     terminology: str = ""
     layer: int = 0
+    codes: Any = None
+    """The task label's Terminology (category, type, modifier codes), for DICOM writers."""
 
 
 def terminology_entry(terminology) -> str:

@@ -63,7 +63,14 @@ def segments_for(task, image: sitk.Image, convention: str = "2023") -> list[Segm
                 f"{task.name}'s {len(task.labels)} output(s)"
             )
         return [
-            Segment(label.name, 1, label.color, terminology_entry(label.terminology), layer=i)
+            Segment(
+                label.name,
+                1,
+                label.color,
+                terminology_entry(label.terminology),
+                layer=i,
+                codes=label.terminology,
+            )
             for i, label in enumerate(task.labels)
         ]
     if task.output == "sigmoid":
@@ -73,11 +80,18 @@ def segments_for(task, image: sitk.Image, convention: str = "2023") -> list[Segm
                 label.value_in(convention),
                 label.color,
                 terminology_entry(label.terminology),
+                codes=label.terminology,
             )
             for label in task.labelmap.labels
         ]
     return [
-        Segment(label.name, label.value, label.color, terminology_entry(label.terminology))
+        Segment(
+            label.name,
+            label.value,
+            label.color,
+            terminology_entry(label.terminology),
+            codes=label.terminology,
+        )
         for label in task.foreground_labels
     ]
 

@@ -1,4 +1,4 @@
-"""The model registry (``Resources/models.json``), the cache folder, and which file a task uses.
+"""The model registry (``models.json`` in this folder), the cache folder, and which file a task uses.
 
 ``models.json`` lists every checkpoint the engine knows, with its task, download address, size and
 SHA-256; tasks without trained weights are listed with ``url: null`` so the message says so. The
@@ -89,8 +89,12 @@ def models_dir() -> Path:
 
 
 def models_json_path() -> Path:
-    """Find ``models.json``: ``SEGRESMAMBA_MODELS_JSON``, then the Slicer layout
-    ``<package>/../Resources``, then the checkout layout ``<repo>/Resources``."""
+    """Find ``models.json``: ``SEGRESMAMBA_MODELS_JSON`` if set, else the package data beside
+    this module (``segresmamba/weights/models.json``).
+
+    One rule for every install: a wheel, an editable checkout and Slicer's
+    ``qt-scripted-modules`` all carry the registry inside the package, so nothing depends on
+    the folder the package sits in."""
     env = os.environ.get("SEGRESMAMBA_MODELS_JSON")
     if env:
         path = Path(env).expanduser()
@@ -106,7 +110,8 @@ def models_json_path() -> Path:
 
 
 def _resource_candidates(name: str) -> list[Path]:
-    return [PACKAGE_DIR.parent / "Resources" / name, PACKAGE_DIR.parent.parent / "Resources" / name]
+    """Where the engine's own registry files live: package data beside this module."""
+    return [WEIGHTS_DIR / name]
 
 
 def list_models() -> list[ModelInfo]:
@@ -286,7 +291,7 @@ def _schema_path(models_json: Path) -> Path:
     ]:
         if path.is_file():
             return path
-    raise RegistryError(f"cannot find models.schema.json beside {models_json} or in Resources/")
+    raise RegistryError(f"cannot find models.schema.json beside {models_json} or in {WEIGHTS_DIR}")
 
 
 def _model_info(item: dict[str, Any]) -> ModelInfo:
