@@ -34,6 +34,7 @@ __all__ = [
     "image_stem",
     "list_tasks",
     "load_tasks",
+    "task_from_dict",
 ]
 
 TASKS_JSON = Path(__file__).with_name("tasks.json")
@@ -72,6 +73,29 @@ def load_tasks(path: str | Path = TASKS_JSON) -> list[Task]:
         raise RegistryError(f"task registry {path} cannot be read: {error.strerror}") from None
     data = copy.deepcopy(_validated(str(path), stat.st_mtime_ns, stat.st_size))
     return [_build_task(item) for item in data["tasks"]]
+
+
+def task_from_dict(item: dict[str, Any], source: str = "task definition") -> Task:
+    """Build one task from ``tasks.json``-shaped data that did not come from the bundled file.
+
+    A model trained on a user's own dataset carries its task this way (in its plan and in its
+    checkpoint header), so it is held to the same schema and rules as the bundled tasks.
+    Raises RegistryError naming ``source`` and the first problem.
+    """
+    data = {"format_version": 1, "tasks": [copy.deepcopy(item)]}
+    schema = json.loads(TASKS_SCHEMA_JSON.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(data)
+    )
+    if error is not None:
+        where = "/".join(str(p) for p in list(error.absolute_path)[2:])
+        raise RegistryError(
+            f"{source} is invalid{' at ' + where if where else ''}: {error.message}"
+        )
+    problems = _semantic_problems(data["tasks"][0])
+    if problems:
+        raise RegistryError(f"{source} is invalid: {'; '.join(problems)}")
+    return _build_task(data["tasks"][0])
 
 
 @functools.lru_cache(maxsize=8)

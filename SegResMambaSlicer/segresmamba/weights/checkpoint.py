@@ -94,6 +94,8 @@ def make_header(
             "intensity": dict(task.intensity),
         },
         "provenance": record,
+        # The whole task, so a model trained on a user's own data describes itself.
+        "task_definition": task.to_dict(),
     }
     if task.labelmap is not None:
         header["labelmap"] = task.labelmap.to_dict()
