@@ -20,7 +20,7 @@ from helpers_owndata import OWN_TASK, PALETTE, own_checkpoint, own_task_dict
 from helpers_segment import assert_same_grid
 
 from segresmamba.errors import EXIT_MODEL, EXIT_USAGE
-from segresmamba.tasks import TASKS_JSON, get_task, list_tasks, task_names
+from segresmamba.tasks import TASKS_JSON, builtin_tasks, get_task, list_tasks, task_names
 
 CASE = "BRATS13_002"
 
@@ -215,3 +215,19 @@ def test_a_hand_edited_user_registry_cannot_redefine_a_built_in_task(
     monkeypatch.setenv("SEGRESMAMBA_HOME", str(tmp_path))
     with pytest.raises(RegistryError, match=r"tasks\.json redefines built-in task\(s\) btcv"):
         list_tasks()
+
+
+def test_task_names_need_neither_torch_nor_jsonschema(imported):
+    """The Slicer module declares its task choices before the engine's packages are installed."""
+    _, home, _, _ = imported
+    code = (
+        "import sys; sys.modules['torch'] = sys.modules['jsonschema'] = None\n"
+        "from SegResMambaSlicerLib.tasks import task_names; print(','.join(task_names()))"
+    )
+    root = Path(__file__).resolve().parents[1] / "SegResMambaSlicer"
+    env = {**os.environ, "SEGRESMAMBA_HOME": str(home), "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, encoding="utf-8", timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(",") == [t.name for t in builtin_tasks()] + [OWN_TASK]
