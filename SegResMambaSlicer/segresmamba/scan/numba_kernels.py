@@ -29,8 +29,11 @@ _LN2_HI = _F(0.693359375)
 _LN2_LO = _F(-2.12194440e-4)
 _P0, _P1, _P2 = _F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3)
 _P3, _P4, _P5 = _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1)
-_ONE, _HALF, _BIAS, _MANTISSA = _F(1.0), _F(0.5), _F(127.0), _F(8388608.0)
+_ONE, _BIAS, _MANTISSA = _F(1.0), _F(127.0), _F(8388608.0)
 _LOW, _HIGH = _F(-87.3), _F(88.3)
+_ROUND = _F(12582912.0)
+"""1.5 * 2**23: adding and subtracting it rounds a float32 to an integer. It needs exact
+IEEE arithmetic, which is why no kernel here allows fastmath reassociation."""
 
 
 def exp_into(x, out, bits, bits_as_float, count):  # pragma: no cover - replaced when compiled
@@ -39,14 +42,14 @@ def exp_into(x, out, bits, bits_as_float, count):  # pragma: no cover - replaced
         out[j] = math.exp(x[j])
 
 
-@overload(exp_into, jit_options={"cache": True})
+@overload(exp_into, inline="always", jit_options={"cache": True})
 def _exp_into_overload(x, out, bits, bits_as_float, count):
     if x.dtype == types.float32:
 
         def exp32(x, out, bits, bits_as_float, count):  # pragma: no cover - compiled
             for j in range(count):
-                v = min(max(x[j], _LOW), _HIGH)
-                k = np.floor(v * _LOG2E + _HALF)
+                v = np.minimum(np.maximum(x[j], _LOW), _HIGH)
+                k = (v * _LOG2E + _ROUND) - _ROUND  # round to nearest, branch-free
                 r = v - k * _LN2_HI - k * _LN2_LO
                 p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
                 out[j] = p * (r * r) + r + _ONE
@@ -63,60 +66,85 @@ def _exp_into_overload(x, out, bits, bits_as_float, count):
     return exp64
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def scan_forward(step, u, A_t, B, C, D, z, y, checkpoints, has_D, has_z, save, chunk, width):
+WIDTH = 16
+"""Channels per work item: one AVX-512 vector (two AVX2 ones) of float32, one cache line."""
+
+
+@numba.njit(inline="always")
+def _load_block(source, b, t, c0, w, into):  # pragma: no cover - compiled
+    """``into[:w] = source[b, t, c0:c0 + w]``, the rest of the block zero (padding channels)."""
+    for j in range(w):
+        into[j] = source[b, t, c0 + j]
+    for j in range(w, WIDTH):
+        into[j] = 0
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def scan_forward(step, u, A_t, B, C, D, z, y, checkpoints, has_D, has_z, save, chunk):
     """y = (<h_t, C_t> + D u_t) * silu(z_t), h_t = exp(step_t A) h_{t-1} + step_t u_t B_t.
 
     ``checkpoints`` (batch, L/chunk rounded up, n, d) receives the state before every chunk's
-    first token when ``save``. D and z are read only when ``has_D`` / ``has_z``.
+    first token when ``save``. D and z are read only when ``has_D`` / ``has_z``. A block's
+    padding channels (beyond d) get step 0 and input 0 and are never written out.
     """
     batch, length, d = u.shape
     n = A_t.shape[1]
-    blocks = (d + width - 1) // width
+    blocks = (d + WIDTH - 1) // WIDTH
+    size = n * WIDTH
     for item in prange(batch * blocks):
         b = item // blocks
-        c0 = (item % blocks) * width
-        w = min(width, d - c0)
+        c0 = (item % blocks) * WIDTH
+        w = min(WIDTH, d - c0)
         dtype = u.dtype
-        h = np.zeros((n, width), dtype)
-        x = np.empty(width, dtype)
-        decay = np.empty(width, dtype)
-        drive = np.empty(width, dtype)
-        acc = np.empty(width, dtype)
-        bits = np.empty(width, np.int32)
+        h = np.zeros(size, dtype)
+        rate = np.zeros(size, dtype)
+        for k in range(n):
+            for j in range(w):
+                rate[k * WIDTH + j] = A_t[b, k, c0 + j]
+        x = np.empty(size, dtype)
+        decay = np.empty(size, dtype)
+        bits = np.empty(size, np.int32)
         bits_f = bits.view(np.float32)
+        st = np.empty(WIDTH, dtype)
+        uu = np.empty(WIDTH, dtype)
+        drive = np.empty(WIDTH, dtype)
+        acc = np.empty(WIDTH, dtype)
         for t in range(length):
             if save and t % chunk == 0:
                 for k in range(n):
                     for j in range(w):
-                        checkpoints[b, t // chunk, k, c0 + j] = h[k, j]
-            for j in range(w):
-                drive[j] = step[b, t, c0 + j] * u[b, t, c0 + j]
+                        checkpoints[b, t // chunk, k, c0 + j] = h[k * WIDTH + j]
+            _load_block(step, b, t, c0, w, st)
+            _load_block(u, b, t, c0, w, uu)
+            for j in range(WIDTH):
+                drive[j] = st[j] * uu[j]
                 acc[j] = 0
+            for k in range(n):
+                for j in range(WIDTH):
+                    x[k * WIDTH + j] = st[j] * rate[k * WIDTH + j]
+            exp_into(x, decay, bits, bits_f, size)
             for k in range(n):
                 bk = B[b, t, k]
                 ck = C[b, t, k]
-                for j in range(w):
-                    x[j] = step[b, t, c0 + j] * A_t[b, k, c0 + j]
-                exp_into(x, decay, bits, bits_f, w)
-                for j in range(w):
-                    value = decay[j] * h[k, j] + drive[j] * bk
-                    h[k, j] = value
+                for j in range(WIDTH):
+                    value = decay[k * WIDTH + j] * h[k * WIDTH + j] + drive[j] * bk
+                    h[k * WIDTH + j] = value
                     acc[j] += value * ck
             if has_D:
                 for j in range(w):
-                    acc[j] += D[c0 + j] * u[b, t, c0 + j]
+                    acc[j] += D[c0 + j] * uu[j]
             if has_z:
-                for j in range(w):
-                    x[j] = -z[b, t, c0 + j]
-                exp_into(x, decay, bits, bits_f, w)
-                for j in range(w):
-                    acc[j] *= z[b, t, c0 + j] / (decay[j] + 1)
+                _load_block(z, b, t, c0, w, st)
+                for j in range(WIDTH):
+                    x[j] = -st[j]
+                exp_into(x, decay, bits, bits_f, WIDTH)
+                for j in range(WIDTH):
+                    acc[j] *= st[j] / (decay[j] + 1)
             for j in range(w):
                 y[b, t, c0 + j] = acc[j]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def scan_backward(
     step,
     u,
@@ -148,8 +176,7 @@ def scan_backward(
     shared by all channels, so each group sums its channels into its own slice of
     ``grad_B_parts`` / ``grad_C_parts`` (groups, batch, L, n), zeroed by the caller and summed
     after: no two threads ever write the same element. grad_A_t (batch, n, d) and grad_D
-    (batch, d) are written per channel block. ``reassoc`` only lets the sums over a channel
-    block use SIMD lanes; nothing else changes.
+    (batch, d) are written per channel block.
     """
     batch, length, d = u.shape
     n = A_t.shape[1]
@@ -193,7 +220,9 @@ def scan_backward(
                             x[j] = step[b, t, c0 + j] * A_t[b, k, c0 + j]
                         exp_into(x, decay, bits, bits_f, w)
                         for j in range(w):
-                            previous = checkpoints[b, ci, k, c0 + j] if i == 0 else states[i - 1, k, j]
+                            previous = (
+                                checkpoints[b, ci, k, c0 + j] if i == 0 else states[i - 1, k, j]
+                            )
                             decays[i, k, j] = decay[j]
                             states[i, k, j] = decay[j] * previous + drive[j] * bk
                 # The adjoint, backwards in time.
@@ -234,7 +263,9 @@ def scan_backward(
                             sum_c += gy[j] * states[i, k, j]
                             sum_b += g * drive[j]
                             g_drive[j] += g * bk
-                            previous = checkpoints[b, ci, k, c0 + j] if i == 0 else states[i - 1, k, j]
+                            previous = (
+                                checkpoints[b, ci, k, c0 + j] if i == 0 else states[i - 1, k, j]
+                            )
                             term = g * previous * decays[i, k, j]
                             g_step[j] += term * ak[j]
                             gA[k, j] += term * step[b, t, c0 + j]

@@ -22,10 +22,7 @@ AVAILABLE = importlib.util.find_spec("numba") is not None
 
 CHUNK = 128
 """Tokens between state checkpoints; the backward buffers one chunk's states and decays
-(2 x CHUNK x d_state x WIDTH values per thread, 256 KiB in float32: they stay in L2)."""
-
-WIDTH = 16
-"""Channels per work item: one SIMD vector of float32, one 64-byte cache line."""
+(2 x CHUNK x d_state x 16 channels per thread, 256 KiB in float32: they stay in L2)."""
 
 
 def _kernels():
@@ -89,7 +86,6 @@ class _FusedScan(torch.autograd.Function):
             z is not None,
             save,
             CHUNK,
-            WIDTH,
         )
         ctx.delta_softplus = delta_softplus
         ctx.A_batched = A.dim() == 3
@@ -107,7 +103,7 @@ class _FusedScan(torch.autograd.Function):
         work = checkpoints.dtype
         raw, step = _steps(delta, delta_bias, ctx.delta_softplus, work)
         A_t = A.to(work).expand(batch, d, n).transpose(1, 2).contiguous()
-        blocks = -(-d // WIDTH)
+        blocks = -(-d // kernels.WIDTH)
         groups = max(1, min(blocks, threads))
         new = dict(dtype=work)
         grad_u = torch.empty((batch, length, d), **new)
@@ -130,7 +126,7 @@ class _FusedScan(torch.autograd.Function):
             D is not None,
             z is not None,
             CHUNK,
-            WIDTH,
+            kernels.WIDTH,
             groups,
             grad_u.numpy(),
             grad_step.numpy(),
