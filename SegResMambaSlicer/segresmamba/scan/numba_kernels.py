@@ -2,7 +2,7 @@
 
 Layout is token-major, as ToM produces it: u, step, z, y (batch, L, d); B, C (batch, L, n);
 ``A_t`` (batch, n, d), A transposed so that a block of neighbouring channels is contiguous. Each
-parallel work item owns one batch element and a block of ``width`` channels: the innermost loops
+parallel work item owns one batch element and a block of ``WIDTH`` channels: the innermost loops
 run over those channels (one SIMD vector), the state of the block lives in a small local array,
 and every u/step/B/C cache line is read once per block, not once per channel.
 
@@ -158,7 +158,6 @@ def scan_backward(
     has_D,
     has_z,
     chunk,
-    width,
     groups,
     grad_u,
     grad_step,
@@ -180,104 +179,131 @@ def scan_backward(
     """
     batch, length, d = u.shape
     n = A_t.shape[1]
-    blocks = (d + width - 1) // width
+    blocks = (d + WIDTH - 1) // WIDTH
     chunks = (length + chunk - 1) // chunk
+    size = n * WIDTH
     for item in prange(batch * groups):
         b = item // groups
         group = item % groups
         dtype = u.dtype
-        states = np.empty((chunk, n, width), dtype)
-        decays = np.empty((chunk, n, width), dtype)
-        adjoint = np.empty((n, width), dtype)
-        gA = np.empty((n, width), dtype)
-        gD = np.empty(width, dtype)
-        x = np.empty(width, dtype)
-        decay = np.empty(width, dtype)
-        drive = np.empty(width, dtype)
-        gy = np.empty(width, dtype)
-        g_drive = np.empty(width, dtype)
-        g_step = np.empty(width, dtype)
-        bits = np.empty(width, np.int32)
+        states = np.empty((chunk, size), dtype)
+        decays = np.empty((chunk, size), dtype)
+        first = np.empty(size, dtype)
+        adjoint = np.empty(size, dtype)
+        rate = np.empty(size, dtype)
+        gA = np.empty(size, dtype)
+        gD = np.zeros(WIDTH, dtype)
+        x = np.empty(size, dtype)
+        bits = np.empty(size, np.int32)
         bits_f = bits.view(np.float32)
-        zero = np.zeros(1, dtype)[0]
+        st = np.empty(WIDTH, dtype)
+        uu = np.empty(WIDTH, dtype)
+        zz = np.empty(WIDTH, dtype)
+        gate = np.empty(WIDTH, dtype)
+        drive = np.empty(WIDTH, dtype)
+        gy = np.empty(WIDTH, dtype)
+        g_drive = np.empty(WIDTH, dtype)
+        g_step = np.empty(WIDTH, dtype)
+        part_b = np.empty(WIDTH, dtype)
+        part_c = np.empty(WIDTH, dtype)
         for block in range(group, blocks, groups):
-            c0 = block * width
-            w = min(width, d - c0)
+            c0 = block * WIDTH
+            w = min(WIDTH, d - c0)
+            rate[:] = 0
+            for k in range(n):
+                for j in range(w):
+                    rate[k * WIDTH + j] = A_t[b, k, c0 + j]
             adjoint[:] = 0
             gA[:] = 0
             gD[:] = 0
             for ci in range(chunks - 1, -1, -1):
                 t0 = ci * chunk
                 tokens = min(length, t0 + chunk) - t0
+                first[:] = 0
+                for k in range(n):
+                    for j in range(w):
+                        first[k * WIDTH + j] = checkpoints[b, ci, k, c0 + j]
                 # Recompute this chunk's states and decays from its checkpoint.
                 for i in range(tokens):
                     t = t0 + i
-                    for j in range(w):
-                        drive[j] = step[b, t, c0 + j] * u[b, t, c0 + j]
+                    _load_block(step, b, t, c0, w, st)
+                    _load_block(u, b, t, c0, w, uu)
+                    for j in range(WIDTH):
+                        drive[j] = st[j] * uu[j]
+                    for k in range(n):
+                        for j in range(WIDTH):
+                            x[k * WIDTH + j] = st[j] * rate[k * WIDTH + j]
+                    decay = decays[i]
+                    exp_into(x, decay, bits, bits_f, size)
+                    previous = first if i == 0 else states[i - 1]
+                    state = states[i]
                     for k in range(n):
                         bk = B[b, t, k]
-                        for j in range(w):
-                            x[j] = step[b, t, c0 + j] * A_t[b, k, c0 + j]
-                        exp_into(x, decay, bits, bits_f, w)
-                        for j in range(w):
-                            previous = (
-                                checkpoints[b, ci, k, c0 + j] if i == 0 else states[i - 1, k, j]
-                            )
-                            decays[i, k, j] = decay[j]
-                            states[i, k, j] = decay[j] * previous + drive[j] * bk
+                        for j in range(WIDTH):
+                            kj = k * WIDTH + j
+                            state[kj] = decay[kj] * previous[kj] + drive[j] * bk
                 # The adjoint, backwards in time.
                 for i in range(tokens - 1, -1, -1):
                     t = t0 + i
-                    for j in range(w):
-                        gy[j] = grad_y[b, t, c0 + j]
-                        drive[j] = step[b, t, c0 + j] * u[b, t, c0 + j]
+                    _load_block(step, b, t, c0, w, st)
+                    _load_block(u, b, t, c0, w, uu)
+                    _load_block(grad_y, b, t, c0, w, gy)
+                    state = states[i]
+                    decay = decays[i]
+                    previous = first if i == 0 else states[i - 1]
+                    for j in range(WIDTH):
+                        drive[j] = st[j] * uu[j]
                         g_drive[j] = 0
                         g_step[j] = 0
                     if has_z:
-                        for j in range(w):
-                            x[j] = -z[b, t, c0 + j]
-                        exp_into(x, decay, bits, bits_f, w)
-                        for j in range(w):
-                            g_step[j] = D[c0 + j] * u[b, t, c0 + j] if has_D else 0
+                        _load_block(z, b, t, c0, w, zz)
+                        for j in range(WIDTH):
+                            x[j] = -zz[j]
+                        exp_into(x, gate, bits, bits_f, WIDTH)
+                        if has_D:
+                            for j in range(w):
+                                g_step[j] = D[c0 + j] * uu[j]
                         for k in range(n):
                             ck = C[b, t, k]
-                            for j in range(w):
-                                g_step[j] += states[i, k, j] * ck
-                        for j in range(w):
-                            zj = z[b, t, c0 + j]
-                            gate = 1 / (decay[j] + 1)
-                            grad_z[b, t, c0 + j] = gy[j] * g_step[j] * gate * (1 + zj * (1 - gate))
-                            gy[j] *= zj * gate
+                            for j in range(WIDTH):
+                                g_step[j] += state[k * WIDTH + j] * ck
+                        for j in range(WIDTH):
+                            sig = 1 / (gate[j] + 1)
+                            gate[j] = gy[j] * g_step[j] * sig * (1 + zz[j] * (1 - sig))
+                            gy[j] *= zz[j] * sig
                             g_step[j] = 0
+                        for j in range(w):
+                            grad_z[b, t, c0 + j] = gate[j]
                     if has_D:
                         for j in range(w):
-                            gD[j] += gy[j] * u[b, t, c0 + j]
+                            gD[j] += gy[j] * uu[j]
                     for k in range(n):
                         ck = C[b, t, k]
                         bk = B[b, t, k]
-                        ak = A_t[b, k, c0:]
-                        sum_c = zero
-                        sum_b = zero
-                        for j in range(w):
-                            g = adjoint[k, j] + gy[j] * ck
-                            sum_c += gy[j] * states[i, k, j]
-                            sum_b += g * drive[j]
+                        for j in range(WIDTH):
+                            kj = k * WIDTH + j
+                            g = adjoint[kj] + gy[j] * ck
+                            part_c[j] = gy[j] * state[kj]
+                            part_b[j] = g * drive[j]
                             g_drive[j] += g * bk
-                            previous = (
-                                checkpoints[b, ci, k, c0 + j] if i == 0 else states[i - 1, k, j]
-                            )
-                            term = g * previous * decays[i, k, j]
-                            g_step[j] += term * ak[j]
-                            gA[k, j] += term * step[b, t, c0 + j]
-                            adjoint[k, j] = g * decays[i, k, j]
+                            term = g * previous[kj] * decay[kj]
+                            g_step[j] += term * rate[kj]
+                            gA[kj] += term * st[j]
+                            adjoint[kj] = g * decay[kj]
+                        sum_c = part_c[0]
+                        sum_b = part_b[0]
+                        for j in range(1, w):
+                            sum_c += part_c[j]
+                            sum_b += part_b[j]
                         grad_C_parts[group, b, t, k] += sum_c
                         grad_B_parts[group, b, t, k] += sum_b
                     for j in range(w):
-                        s = step[b, t, c0 + j]
-                        grad_u[b, t, c0 + j] = g_drive[j] * s + (gy[j] * D[c0 + j] if has_D else 0)
-                        grad_step[b, t, c0 + j] = g_step[j] + g_drive[j] * u[b, t, c0 + j]
+                        grad_u[b, t, c0 + j] = g_drive[j] * st[j] + (
+                            gy[j] * D[c0 + j] if has_D else 0
+                        )
+                        grad_step[b, t, c0 + j] = g_step[j] + g_drive[j] * uu[j]
             for k in range(n):
                 for j in range(w):
-                    grad_A_t[b, k, c0 + j] = gA[k, j]
+                    grad_A_t[b, k, c0 + j] = gA[k * WIDTH + j]
             for j in range(w):
                 grad_D[b, c0 + j] = gD[j]

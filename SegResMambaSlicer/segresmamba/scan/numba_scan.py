@@ -126,7 +126,6 @@ class _FusedScan(torch.autograd.Function):
             D is not None,
             z is not None,
             CHUNK,
-            kernels.WIDTH,
             groups,
             grad_u.numpy(),
             grad_step.numpy(),
