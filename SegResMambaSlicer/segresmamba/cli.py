@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="windows per network call (default 4 on a GPU, 1 on the CPU)",
     )
+    seg.add_argument(
+        "--no-body-crop",
+        dest="body_crop",
+        action="store_false",
+        help="CT tasks: run the sliding window over the whole volume, not only the body's box",
+    )
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     seg.add_argument(
         "--progress-json",
