@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_segment(args: argparse.Namespace) -> int:
     from .cli_segment import run_segment
+    from .threads import configure_threads
+
+    configure_threads()  # from the CPU affinity; SEGRESMAMBA_THREADS / _RESERVE_CORES adjust
 
     return run_segment(args)
 
@@ -239,6 +242,9 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .cli_segment import run_demo
+    from .threads import configure_threads
+
+    configure_threads()
 
     return run_demo(args)
 
