@@ -165,8 +165,10 @@ def engine_environment(
 ) -> dict[str, str]:
     """The child's environment: ``base`` (Slicer's startup environment, else ours) with the
     module folder first on PYTHONPATH, so ``-m segresmamba`` finds the engine the module ships,
-    and unbuffered output, so progress arrives as it happens."""
+    and unbuffered output, so progress arrives as it happens. The engine leaves one of the
+    process's cores to Slicer's interface (``SEGRESMAMBA_RESERVE_CORES``, unless already set)."""
     env = dict(os.environ if base is None else base)
+    env.setdefault("SEGRESMAMBA_RESERVE_CORES", "1")
     paths = [str(module_dir)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"

@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="windows per network call (default 4 on a GPU, 1 on the CPU)",
     )
+    seg.add_argument(
+        "--no-body-crop",
+        dest="body_crop",
+        action="store_false",
+        help="CT tasks: run the sliding window over the whole volume, not only the body's box",
+    )
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     seg.add_argument(
         "--progress-json",
@@ -221,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_segment(args: argparse.Namespace) -> int:
     from .cli_segment import run_segment
+    from .threads import configure_threads
+
+    configure_threads()  # from the CPU affinity; SEGRESMAMBA_THREADS / _RESERVE_CORES adjust
 
     return run_segment(args)
 
@@ -233,6 +242,9 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .cli_segment import run_demo
+    from .threads import configure_threads
+
+    configure_threads()
 
     return run_demo(args)
 

@@ -326,6 +326,7 @@ def _segment_case(args, task, case: Case, model, label: str, statistics: list | 
             overlap=args.overlap,
             sw_batch_size=args.sw_batch_size,
             progress=bar,
+            body_crop=getattr(args, "body_crop", True),
         )
     finally:
         bar.close()

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import CheckpointError, SegResMambaError
 from ..io import read_image, validate_image
+from .body import body_box, box_shape
 from .device import resolve_device
 from .geometry import label_image_from_array
 from .preprocess import prepare, working_spacing
@@ -115,6 +116,7 @@ def segment(
     overlap: float = 0.25,
     sw_batch_size: int | None = None,
     progress: Progress | None = None,
+    body_crop: bool = True,
 ) -> sitk.Image:
     """Segment one case and return its labels on exactly the first input's grid.
 
@@ -130,6 +132,8 @@ def segment(
         overlap: sliding-window overlap between neighbouring patches (0..1).
         sw_batch_size: windows per network call; default 4 on a GPU, 1 on the CPU.
         progress: ``progress(stage, fraction)`` callback, see :data:`Progress`.
+        body_crop: CT tasks: run the sliding window only over the body's bounding box (plus
+            half a patch each side, :mod:`.body`); outside it is background. False: everywhere.
 
     Returns:
         Softmax tasks: a uint8 labelmap (values as ``task.labels``). Sigmoid tasks (BraTS): a
@@ -170,6 +174,15 @@ def segment(
         spacing_mm,
         run_device,
     )
+    working_shape = tuple(int(s) for s in volume.shape[1:])
+    box = None
+    if body_crop and task.modality == "CT":
+        box = body_box(inputs[0], affine, working_shape, task.patch_size)
+        if box is not None:
+            _log.debug("body crop: working grid %s -> %s", working_shape, box_shape(box))
+            plain = volume.as_tensor() if hasattr(volume, "as_tensor") else volume
+            volume = plain[(slice(None), *box)].clone()  # a copy: the full volume is freed
+            del plain
     _report(progress, "segmenting")
     probabilities = predict(
         volume,
@@ -187,6 +200,9 @@ def segment(
     _report(progress, "restoring")
     labels = _labels_at_working_resolution(probabilities, task.output)
     del probabilities
+    if box is not None:  # outside the body's box: background (0, every region bit off)
+        cropped, labels = labels, np.zeros(working_shape, dtype=np.uint8)
+        labels[box] = cropped
     working = label_image_from_array(labels, affine)
     reference = inputs[0]
     nudge = sitk.TranslationTransform(3, TIE_BREAK_MM)
