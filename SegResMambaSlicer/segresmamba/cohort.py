@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EXIT_UNEXPECTED, SegResMambaError, exit_code_for
+from .threads import available_cores
 
 __all__ = ["Outcome", "Rank", "launched_by_torchrun", "rank_from_env", "run_cohort", "shard"]
 
@@ -83,7 +84,8 @@ def _place(args: argparse.Namespace, rank: Rank) -> None:
         torch.cuda.set_device(rank.local_rank)
         args.device = f"cuda:{rank.local_rank}"
     elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // rank.local_world_size))
+        # The node's cores this process may use (its affinity), shared among the local ranks.
+        torch.set_num_threads(max(1, available_cores() // rank.local_world_size))
 
 
 def _gather(outcome: Outcome, rank: Rank) -> list[Outcome]:
