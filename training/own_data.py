@@ -51,6 +51,11 @@ def own_setup(
     else:
         kind = "cuda" if device.type == "cuda" else "cpu"
         plan = make_plan(dataset, device=kind, memory_gb=args.memory_gb, seed=args.seed)
+    # Command-line overrides go into the plan's task, so the checkpoint's task says what ran.
+    if args.network:
+        plan["task"]["network"] = {**plan["task"]["network"], **args.network}
+    if args.patch_size:
+        plan["task"]["patch_size"] = list(args.patch_size)
     if main:
         write_plan(plan, out / PLAN_NAME)
     task = task_from_dict(plan["task"], f"the task in plan {args.plan or out / PLAN_NAME}")

@@ -50,12 +50,13 @@ COARSEN_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
 MIN_PATCH, PATCH_MULTIPLE = 64, 32
 """SegResMamba needs every patch side a multiple of 32 and at least 64."""
 
-# Peak training memory (forward + backward + AdamW) of SegResMamba on the CPU, fitted to
-# measurements (/usr/bin/time-like peak RSS of one step, torch 2.x, float32) at patch 64^3 and
-# 96^3, first widths 8 and 16, batch 1 and 2: bytes = batch * voxels * (A * width + B) + C.
-MEMORY_A = 105.0
-MEMORY_B = 150.0
-MEMORY_C_GB = 0.45
+# Peak training memory (forward + backward + AdamW) of SegResMamba on the CPU, fitted to peak
+# RSS measured for one real step (2 channels in, 5 out, float32, torch 2.x): patch 64^3 width 8
+# batch 2: 0.94 GB; 64^3 w16 b2: 1.18 GB; 96^3 w8 b1: 1.19 GB; 64^3 w16 b1: 1.05 GB.
+# bytes = batch * voxels * (A * width + B) + C; C covers torch itself (~0.45 GB) and the model.
+MEMORY_A = 50.0
+MEMORY_B = 600.0
+MEMORY_C_GB = 0.55
 
 
 def estimate_memory_gb(patch: Sequence[int], width: int, batch: int) -> float:

@@ -33,7 +33,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from segresmamba.inference.geometry import on_reference_grid, to_metatensor
+from segresmamba.inference.geometry import on_reference_grid, same_grid, to_metatensor
 from segresmamba.inference.preprocess import RAS_LABELS, normalize_intensity
 from segresmamba.tasks import Task
 
@@ -66,7 +66,9 @@ class LoadCased(MapTransform):
         reference = images[0]
         channels = [reference] + [on_reference_grid(i, reference) for i in images[1:]]
         out["image"] = to_metatensor(channels)
-        label = on_reference_grid(sitk.ReadImage(str(data["label"])), reference)
+        label = sitk.ReadImage(str(data["label"]), sitk.sitkFloat32)
+        if not same_grid(label, reference):  # checked datasets agree; keep labels crisp anyway
+            label = sitk.Resample(label, reference, sitk.Transform(), sitk.sitkNearestNeighbor)
         label_tensor = to_metatensor([label])
         values = np.round(label_tensor.numpy())
         if self.task.output == "sigmoid":
