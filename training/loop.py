@@ -84,7 +84,8 @@ def _settings(
     data = getattr(args, "dataset", None) or args.data
     return {
         "task": task.name,
-        "model": getattr(args, "model", "segresmamba"),
+        # None for the registry tasks, so their older resume states still match
+        "model": getattr(args, "model", "segresmamba") if getattr(args, "dataset", None) else None,
         "data": str(Path(data).resolve()) if data else None,
         "fold": args.fold,
         "seed": args.seed,

@@ -49,6 +49,8 @@ def _run(command: list[str], log: Path) -> dict[str, Any]:
         "exit_status": process.returncode,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes
+        # CPU time of the process (all threads): on a busy machine, wall time says little
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "log": str(log),
     }
 
