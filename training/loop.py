@@ -36,7 +36,13 @@ from .data import (
     write_phantom_datalist,
 )
 from .distributed import Distributed, replica_digests, setup, teardown, wrap
-from .recipes import PHANTOM_TRAIN_SEEDS, PHANTOM_VALIDATION_SEEDS, get_recipe, phantom_seeds
+from .recipes import (
+    PHANTOM_TRAIN_SEEDS,
+    PHANTOM_VALIDATION_SEEDS,
+    Recipe,
+    get_recipe,
+    phantom_seeds,
+)
 from .runlog import RunLog, command_line, git_commit, utc_now
 from .state import load_state, read_progress, save_state
 from .transforms import deterministic_transforms, random_transforms
@@ -57,6 +63,7 @@ SAME_ON_RESUME = (
     "patch_size",
     "samples_per_volume",
     "network",
+    "model",
     "total_steps",
     "world_size",
 )
@@ -71,11 +78,15 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         teardown()
 
 
-def _settings(args: argparse.Namespace, task: Task, place: Distributed) -> dict[str, Any]:
-    recipe = get_recipe(task.name)
+def _settings(
+    args: argparse.Namespace, task: Task, recipe: Recipe, place: Distributed
+) -> dict[str, Any]:
+    data = getattr(args, "dataset", None) or args.data
     return {
         "task": task.name,
-        "data": str(Path(args.data).resolve()) if args.data else None,
+        # None for the registry tasks, so their older resume states still match
+        "model": getattr(args, "model", "segresmamba") if getattr(args, "dataset", None) else None,
+        "data": str(Path(data).resolve()) if data else None,
         "fold": args.fold,
         "seed": args.seed,
         "lr": args.lr or recipe.learning_rate,
@@ -152,10 +163,18 @@ def _plain(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) -> int:
-    task = get_task(args.task)
-    recipe = get_recipe(task.name)
-    settings = _settings(args, task, place)
     out = Path(args.out)
+    own = getattr(args, "dataset", None)
+    if own:  # a user's dataset: checked and planned (or its --plan read) before anything else
+        from .own_data import build_model, own_setup, own_split, save_peer
+
+        task, recipe, plan, dataset = own_setup(args, place.device, place.main)
+        if args.fold is None:
+            args.fold = 0
+    else:
+        task = get_task(args.task)
+        recipe = get_recipe(task.name)
+    settings = _settings(args, task, recipe, place)
     resume_path = out / RESUME
     if args.resume and not resume_path.is_file():
         raise SegResMambaError(f"nothing to resume: {resume_path} does not exist")
@@ -174,7 +193,10 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     np.random.seed(args.seed)
     random.seed(args.seed)
 
-    training, validation, summary = _split(args, task, out, place)
+    if own:
+        training, validation, summary = own_split(plan, dataset, args.fold)
+    else:
+        training, validation, summary = _split(args, task, out, place)
     patch = tuple(settings["patch_size"])
     workers = (
         args.workers if args.workers is not None else (4 if place.device.type == "cuda" else 0)
@@ -182,9 +204,10 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     cache_rate = (
         args.cache_rate if args.cache_rate is not None else (0.0 if task.name == "brats" else 1.0)
     )
+    own_data = bool(own)
     train_data = SeededDataset(
         training,
-        deterministic_transforms(task, crop_foreground=recipe.crop_foreground),
+        deterministic_transforms(task, crop_foreground=recipe.crop_foreground, own_data=own_data),
         random_transforms(
             task, replace(recipe, samples_per_volume=settings["samples_per_volume"]), patch
         ),
@@ -206,10 +229,15 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     save_every = args.save_every or val_every
     # No foreground crop: validation sees the whole scan, as segment() does for users.
     val_cases = validation_dataset(
-        validation, deterministic_transforms(task, crop_foreground=False), cache_rate
+        validation,
+        deterministic_transforms(task, crop_foreground=False, own_data=own_data),
+        cache_rate,
     )
 
-    model = SegResMamba(**{**task.network_kwargs(), **settings["network"]}).to(place.device)
+    if own:
+        model = build_model(settings["model"], task, settings["network"]).to(place.device)
+    else:
+        model = SegResMamba(**{**task.network_kwargs(), **settings["network"]}).to(place.device)
     ddp_model = wrap(model, place)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings["lr"], weight_decay=recipe.weight_decay
@@ -276,6 +304,14 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             "recipe": recipe.source,
             "settings": {k: v for k, v in settings.items() if k != "recipe"},
         }
+        if own:
+            provenance["split_cases"] = {
+                "training": summary["training_case_ids"],
+                "validation": summary["validation_case_ids"],
+            }
+            if settings["model"] == "segresnet":
+                save_peer(out / BEST, model, task, provenance)
+                return
         header = make_header(task, settings["network"], provenance)
         save_checkpoint(out / BEST, model, header, overwrite=True)
 

@@ -37,6 +37,8 @@ class Recipe:
             Validation never crops, because ``segment()`` does not: it scores what users get.
         crop: "pos_neg" (RandCropByPosNegLabeld, half the patches centred on a structure) or
             "random" (RandSpatialCropd, the paper's BraTS "random spatial cropping").
+        pos, neg: the pos_neg odds of a patch centred on foreground vs background (1:1; own-data
+            plans oversample the foreground, 2:1).
         flip_prob: probability of a flip along each axis (0 turns flips off).
         rotate90_prob: probability of a random 90 degree rotation in the axial plane.
         intensity_shift: offset range of RandShiftIntensityd (0 turns it off) and its probability.
@@ -54,6 +56,8 @@ class Recipe:
     samples_per_volume: int = 4
     crop_foreground: bool = True
     crop: str = "pos_neg"
+    pos: float = 1.0
+    neg: float = 1.0
     flip_prob: float = 0.1
     rotate90_prob: float = 0.1
     intensity_shift: float = 0.1

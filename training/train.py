@@ -7,11 +7,18 @@ Examples::
     python -m training.train --task phantom --out runs/phantom          # no data needed
     torchrun --nproc_per_node 4 -m training.train --task btcv --data btcv.json --out runs/btcv
     python -m training.train --task btcv --data btcv.json --out runs/btcv --resume
+    python -m training.train --dataset Dataset001_Mine --out runs/mine      # plans first
+    python -m training.train --dataset Dataset001_Mine --plan plan.json --fold 1 --out runs/f1
 
 Writes into ``--out``: ``best.safetensors`` (engine checkpoint format, best validation Dice,
 with provenance), ``resume.safetensors`` (full state, no pickle), ``log.csv``, ``tensorboard/``
 and ``run.json`` (the settings). Exit status 0 when done or stopped on purpose, 1 on a data or
-checkpoint problem (one line, no traceback), 2 on bad arguments.
+checkpoint problem (one line, no traceback), 2 on bad arguments or a refused ``--dataset``
+(one line naming the case and the problem, before any training starts).
+
+With ``--dataset`` (an nnU-Net v2 folder) the run folder also gets ``plan.json``, the plan used
+(``training.plan`` runs first when no ``--plan`` is given), and ``best.safetensors`` carries the
+whole task in its header, ready for ``segresmamba models import``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import sys
 from collections.abc import Sequence
 
 from segresmamba.errors import SegResMambaError
+
+from .dataset import EXIT_DATASET, DatasetError
 
 __all__ = ["build_parser", "main"]
 
@@ -57,13 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train SegResMamba with the paper's recipe (Appendix A) for a task; "
         "preprocessing and network come from the task registry.",
     )
-    p.add_argument("--task", required=True, choices=("btcv", "brats", "spleen", "phantom"))
+    p.add_argument("--task", choices=("btcv", "brats", "spleen", "phantom"))
     p.add_argument("--data", help="datalist JSON from training.prepare (not for --task phantom)")
+    own = p.add_argument_group("your own data (instead of --task)")
+    own.add_argument(
+        "--dataset", help="nnU-Net v2 dataset folder (dataset.json, imagesTr, labelsTr)"
+    )
+    own.add_argument("--plan", help="plan.json from training.plan (default: plan first)")
+    own.add_argument("--memory-gb", type=float, help="memory budget when planning first")
+    own.add_argument(
+        "--model",
+        choices=("segresmamba", "segresnet"),
+        default="segresmamba",
+        help="network: SegResMamba, or MONAI SegResNet as a benchmark peer (same plan)",
+    )
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=_positive, help="training steps (overrides recipe)")
     length.add_argument("--epochs", type=_positive, help="epochs (overrides recipe)")
-    p.add_argument("--fold", type=int, help="BraTS: validation fold 0-4 (datalist with folds)")
+    p.add_argument(
+        "--fold", type=int, help="validation fold 0-4 (BraTS datalist with folds, or --dataset)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/resume.safetensors")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--batch-size", type=_positive, help="volumes per step per process")
@@ -103,14 +126,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.task != "phantom" and not args.data:
-        parser.error(f"--data LIST.json is needed for --task {args.task}")
-    if args.fold is not None and args.task != "brats":
-        parser.error("--fold is for --task brats")
+    if bool(args.task) == bool(args.dataset):
+        parser.error("give either --task or --dataset")
+    if args.dataset:
+        if args.data:
+            parser.error("--data is for --task; --dataset reads the folder itself")
+    else:
+        if args.plan or args.model != "segresmamba":
+            parser.error("--plan and --model are for --dataset")
+        if args.task != "phantom" and not args.data:
+            parser.error(f"--data LIST.json is needed for --task {args.task}")
+        if args.fold is not None and args.task != "brats":
+            parser.error("--fold is for --task brats or --dataset")
     from .loop import train
 
     try:
         return train(args, argv)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DATASET
     except SegResMambaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

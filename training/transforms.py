@@ -8,15 +8,20 @@ random part (patch sampling, flips, rotations, intensity changes) follows the ta
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
+import SimpleITK as sitk
+import torch
 from monai.transforms import (
     Compose,
     ConvertToMultiChannelBasedOnBratsClassesd,
     CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
+    Lambdad,
     LoadImaged,
-    NormalizeIntensityd,
+    MapTransform,
     Orientationd,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -24,12 +29,12 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSpatialCropd,
-    ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
 )
 
-from segresmamba.inference.preprocess import RAS_LABELS
+from segresmamba.inference.geometry import on_reference_grid, same_grid, to_metatensor
+from segresmamba.inference.preprocess import RAS_LABELS, normalize_intensity
 from segresmamba.tasks import Task
 
 from .recipes import Recipe
@@ -40,20 +45,41 @@ KEYS = ("image", "label")
 
 
 def _intensity(task: Task) -> object:
-    """The task's intensity rule as a dict transform (same rule as ``normalize_intensity``)."""
-    rule = task.intensity
-    if rule["kind"] == "ct_window":
-        return ScaleIntensityRanged(
-            keys="image",
-            a_min=float(rule["a_min"]),
-            a_max=float(rule["a_max"]),
-            b_min=float(rule.get("b_min", 0.0)),
-            b_max=float(rule.get("b_max", 1.0)),
-            clip=bool(rule.get("clip", True)),
-        )
-    if rule["kind"] == "zscore_nonzero":
-        return NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True)
-    raise ValueError(f"task {task.name}: unknown intensity rule {rule['kind']!r}")
+    """The task's intensity rule as a dict transform: the engine's own ``normalize_intensity``,
+    so training and ``segment()`` cannot normalise differently."""
+    return Lambdad(keys="image", func=partial(normalize_intensity, intensity=task.intensity))
+
+
+class LoadCased(MapTransform):
+    """Load an own-data case with SimpleITK as ``segment()`` does (NIfTI, NRRD, MHA): channels
+    stacked on the first channel's grid (engine's ``on_reference_grid`` + ``to_metatensor``),
+    the label as integral float values on the same grid; regions for sigmoid tasks."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(keys=("image", "label"))
+        self.task = task
+
+    def __call__(self, data: dict) -> dict:
+        out = dict(data)
+        paths = data["image"] if isinstance(data["image"], list) else [data["image"]]
+        images = [sitk.ReadImage(str(p), sitk.sitkFloat32) for p in paths]
+        reference = images[0]
+        channels = [reference] + [on_reference_grid(i, reference) for i in images[1:]]
+        out["image"] = to_metatensor(channels)
+        label = sitk.ReadImage(str(data["label"]), sitk.sitkFloat32)
+        if not same_grid(label, reference):  # checked datasets agree; keep labels crisp anyway
+            label = sitk.Resample(label, reference, sitk.Transform(), sitk.sitkNearestNeighbor)
+        label_tensor = to_metatensor([label])
+        values = np.round(label_tensor.numpy())
+        if self.task.output == "sigmoid":
+            values = self.task.labelmap.to_regions(values[0]).astype(np.float32)
+        label_tensor.set_array(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)))
+        out["label"] = label_tensor
+        return out
+
+
+def _nonzero(image: torch.Tensor) -> torch.Tensor:
+    return image != 0
 
 
 def _brats_regions(task: Task) -> list:
@@ -67,16 +93,25 @@ def _brats_regions(task: Task) -> list:
     return [ConvertToMultiChannelBasedOnBratsClassesd(keys="label", et_label=et_2021)]
 
 
-def deterministic_transforms(task: Task, crop_foreground: bool = True) -> list:
+def deterministic_transforms(
+    task: Task, crop_foreground: bool = True, own_data: bool = False
+) -> list:
     """Load -> channel first -> (BraTS regions) -> RAS -> task spacing -> intensity -> crop.
 
     Images are resampled linearly with border padding as in inference; labels by nearest
-    neighbour with zero padding so no structure is smeared into the padding.
+    neighbour with zero padding so no structure is smeared into the padding. ``own_data``:
+    cases of a user's dataset (training.dataset), loaded with SimpleITK as ``segment()`` does.
     """
+    if own_data:
+        load = [LoadCased(task)]
+    else:
+        load = [
+            LoadImaged(keys=KEYS, reader="NibabelReader", image_only=True),
+            EnsureChannelFirstd(keys=KEYS),
+            *_brats_regions(task),
+        ]
     steps = [
-        LoadImaged(keys=KEYS, reader="NibabelReader", image_only=True),
-        EnsureChannelFirstd(keys=KEYS),
-        *_brats_regions(task),
+        *load,
         Orientationd(keys=KEYS, axcodes="RAS", labels=RAS_LABELS),
         Spacingd(
             keys=KEYS,
@@ -88,7 +123,8 @@ def deterministic_transforms(task: Task, crop_foreground: bool = True) -> list:
         _intensity(task),
     ]
     if crop_foreground:
-        steps.append(CropForegroundd(keys=KEYS, source_key="image", allow_smaller=True))
+        select = {"select_fn": _nonzero} if own_data else {}
+        steps.append(CropForegroundd(keys=KEYS, source_key="image", allow_smaller=True, **select))
     steps.append(EnsureTyped(keys=KEYS, track_meta=True))
     return steps
 
@@ -103,8 +139,8 @@ def random_transforms(task: Task, recipe: Recipe, patch_size: tuple[int, int, in
                 keys=KEYS,
                 label_key="label",
                 spatial_size=patch,
-                pos=1,
-                neg=1,
+                pos=recipe.pos,
+                neg=recipe.neg,
                 num_samples=recipe.samples_per_volume,
                 image_key="image",
                 image_threshold=0,

@@ -42,7 +42,8 @@ def to_working_grid(
 
 def normalize_intensity(volume: MetaTensor, intensity: dict) -> MetaTensor:
     """Apply the task's intensity rule: a CT window scaled to [b_min, b_max], or a z-score over
-    each channel's non-zero voxels (skull-stripped MRI, where 0 is outside the brain)."""
+    each channel's non-zero voxels (skull-stripped MRI, where 0 is outside the brain), or one
+    rule per channel (``per_channel``, planned from a dataset's fingerprint by training.plan)."""
     kind = intensity.get("kind")
     if kind == "ct_window":
         transform = ScaleIntensityRange(
@@ -54,9 +55,33 @@ def normalize_intensity(volume: MetaTensor, intensity: dict) -> MetaTensor:
         )
     elif kind == "zscore_nonzero":
         transform = NormalizeIntensity(nonzero=True, channel_wise=True)
+    elif kind == "per_channel":
+        return _per_channel(volume, intensity["channels"])
     else:
         raise SegResMambaError(f"unknown intensity rule {kind!r} in the task definition")
     return transform(volume)
+
+
+def _per_channel(volume: MetaTensor, rules: Sequence[dict]) -> MetaTensor:
+    """Normalise each channel by its own rule: ``ct`` clips to the dataset's foreground
+    percentiles, then z-scores with the dataset's foreground mean and std (nnU-Net's CT rule);
+    ``zscore_nonzero`` z-scores over the channel's own non-zero voxels (MRI)."""
+    if len(rules) != volume.shape[0]:
+        raise SegResMambaError(
+            f"the task normalises {len(rules)} channel(s) but the input has {volume.shape[0]}"
+        )
+    out = volume.clone()
+    for index, rule in enumerate(rules):
+        channel = volume[index : index + 1]
+        if rule["kind"] == "ct":
+            low, high = (float(v) for v in rule["clip"])
+            channel = (channel.clamp(low, high) - float(rule["mean"])) / float(rule["std"])
+        elif rule["kind"] == "zscore_nonzero":
+            channel = NormalizeIntensity(nonzero=True)(channel)
+        else:
+            raise SegResMambaError(f"unknown channel intensity rule {rule['kind']!r}")
+        out[index : index + 1] = channel
+    return out
 
 
 def prepare(
