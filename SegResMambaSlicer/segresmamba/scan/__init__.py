@@ -15,6 +15,7 @@ import os
 import torch
 
 from . import numba_scan, triton_scan
+from .causal_conv import resolve_conv_backend
 from .cuda_scan import load_kernel, selective_scan_cuda
 from .reference import selective_scan_reference
 from .torch_scan import selective_scan_tokens_torch, selective_scan_torch
@@ -25,6 +26,7 @@ __all__ = [
     "BACKEND_DESCRIPTIONS",
     "describe_backend",
     "resolve_backend",
+    "resolve_conv_backend",
     "selective_scan",
     "selective_scan_reference",
     "selective_scan_tokens",
