@@ -124,3 +124,25 @@ def test_backend_choice(monkeypatch):
     assert resolve_backend(None, "cuda") == "torch"
     with pytest.raises(RuntimeError, match="needs triton"):
         resolve_backend("triton", "cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["torch", "cuda"])
+def test_other_backends_on_cuda_match_the_reference(backend, monkeypatch):
+    """The portable scan and (when mamba-ssm built) its kernel, on CUDA tensors."""
+    from segresmamba.scan.cuda_scan import load_kernel
+
+    if backend == "cuda" and load_kernel() is None:
+        pytest.skip("mamba-ssm's kernel is not installed on this GPU machine")
+    inputs = make_inputs(batch=2, d=5, n=3, length=300)
+    grad_out = torch.randn(2, 5, 300, dtype=torch.float64)
+    ref_out, ref_grads = run_with_grads(selective_scan_reference, inputs, torch.float64, grad_out)
+
+    def fn(**kw):
+        return selective_scan(**kw, backend=backend)
+
+    on_device = {k: v.to("cuda") for k, v in inputs.items()}
+    out, grads = run_with_grads(fn, on_device, torch.float32, grad_out.to("cuda"))
+    assert_close("output", out.cpu(), ref_out)
+    for name in ARG_NAMES:
+        assert_close(f"grad {name}", grads[name].cpu(), ref_grads[name])
