@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ "${1:-}" = "--rehearse" ]; then
     DEVICE=cpu
-    BENCH=(--size 32 --models segresmamba,unet --repeats 1 --out-json "${OUT:-/tmp}/rehearsal-gpu.json" --overwrite)
+    BENCH=(--size 64 --models segresmamba,unet --repeats 1 --out-json "${OUT:-/tmp}/rehearsal-gpu.json" --overwrite)
 else
     DEVICE=cuda
     BENCH=(--size 96 --size 128 --repeats 3)
