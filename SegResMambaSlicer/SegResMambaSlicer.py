@@ -31,6 +31,7 @@ from SegResMambaSlicerLib.process import (
     engine_environment,
     find_python,
     imported_model_path,
+    imported_task_name,
 )
 from SegResMambaSlicerLib.tasks import task_names
 
@@ -342,6 +343,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._parameterNode.model = (
                     imported_model_path(job.log) or self._parameterNode.model
                 )
+                self._showImportedTask(imported_task_name(job.log))
             else:
                 self._showError(job.error_message or f"exit code {job.returncode}")
         else:
@@ -370,6 +372,20 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 save_statistics(self._statistics, path)
             except Exception as error:  # e.g. a name without .csv/.json, an unwritable folder
                 self._showError(str(error))
+
+    def _showImportedTask(self, name: str | None) -> None:
+        """A model of the user's own task was imported: list its task and select it."""
+        if not name:
+            return
+        TASK_NAMES.extend(n for n in task_names() if n not in TASK_NAMES)  # the Choice's list
+        self.setParameterNode(self._parameterNode)  # reconnect: the selector gets the new names
+        for index in range(self.ui.taskSelector.count, len(TASK_NAMES)):
+            self.ui.taskSelector.addItem(TASK_NAMES[index])
+        self._labelChoices()
+        try:
+            self._parameterNode.task = name
+        except ValueError as error:  # a Slicer whose Choice copied the list at load
+            logging.warning(f"SegResMamba: restart Slicer to select task {name}: {error}")
 
     def _cancelJob(self) -> None:
         if self._job is not None:

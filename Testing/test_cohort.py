@@ -22,7 +22,10 @@ def torchrun(*args, cwd: Path) -> subprocess.CompletedProcess:
         "-m", "segresmamba", "segment", *map(str, args),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGRESMAMBA_HOME": str(cwd / "cache")}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    # Two ranks share one stderr, so their progress bars can interleave mid-character.
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, errors="replace", timeout=600
+    )
 
 
 def test_shards_are_disjoint_and_complete():

@@ -33,6 +33,7 @@ __all__ = [
     "find_python",
     "format_duration",
     "imported_model_path",
+    "imported_task_name",
     "parse_progress",
     "segment_command",
 ]
@@ -171,6 +172,14 @@ def engine_environment(
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     return env
+
+
+def imported_task_name(lines: Sequence[str]) -> str | None:
+    """The user task ``segresmamba models import`` registered (``task NAME is registered: ...``)."""
+    for line in reversed(lines):
+        if line.startswith("task ") and " is registered: " in line:
+            return line[len("task ") :].split(" is registered: ", 1)[0].strip()
+    return None
 
 
 def imported_model_path(lines: Sequence[str]) -> str | None:

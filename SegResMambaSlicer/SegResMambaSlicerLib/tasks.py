@@ -1,20 +1,19 @@
 """What the module shows about tasks and models, and which loaded volume feeds which input.
 
 The task list must exist before the engine's dependencies are installed (the parameter node
-declares the task choices when the module loads), so :func:`task_names` reads the names straight
-from the engine's ``tasks.json``; everything else comes from the engine's own registries
-(``segresmamba.tasks``, ``segresmamba.weights``), imported only when called.
+declares the task choices when the module loads), so :func:`task_names` asks the engine's one
+lookup, ``segresmamba.tasks.task_names``, which needs neither PyTorch nor jsonschema and sees the
+built-in tasks and those of the user's imported models. Everything else comes from the engine's
+own registries (``segresmamba.tasks``, ``segresmamba.weights``), imported only when called.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "TASKS_JSON",
     "ModelStatus",
     "match_volumes",
     "model_status",
@@ -22,16 +21,15 @@ __all__ = [
     "task_names",
 ]
 
-TASKS_JSON = Path(__file__).resolve().parents[1] / "segresmamba" / "tasks" / "tasks.json"
 
-
-def task_names(path: Path = TASKS_JSON) -> list[str]:
-    """Task names in registry order, read without importing the engine (or PyTorch)."""
+def task_names() -> list[str]:
+    """Task names, built-in then the user's own, from the engine without PyTorch; [] when the
+    engine cannot be imported at all (the module then shows a placeholder)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return [str(task["name"]) for task in data["tasks"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        from segresmamba.tasks import task_names as engine_task_names
+    except ImportError:
         return []
+    return engine_task_names()
 
 
 def task_inputs_text(task) -> str:
@@ -92,7 +90,7 @@ def model_status(task_name: str, model: str | None = None) -> ModelStatus:
         path, problem = None, " ".join(str(error).split())
     else:
         problem = ""
-    name = info.name if info else (Path(model).stem if model else None)
+    name = info.name if info else Path(model or path or "").stem or None  # imported: its file
     version = info.version if info else None
     downloadable = bool(info and info.url and path is None)
     if path is not None:

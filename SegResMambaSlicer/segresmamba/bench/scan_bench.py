@@ -1,4 +1,4 @@
-"""Scan micro-benchmark: the chunked torch scan against a plain per-token loop, same inputs.
+"""Scan micro-benchmark: the chunked torch scan, the fused numba scan and a per-token loop.
 
 The default shape is stage 0's second ToM at 96³ (L = 48³ = 110,592 tokens, d_inner = 96,
 d_state = 16, batch 1): the one call that holds most of SegResMamba's scan work. The loop is the
@@ -22,6 +22,8 @@ DEFAULT_LENGTH = 110_592
 DEFAULT_D = 96
 DEFAULT_N = 16
 DEFAULT_LOOP_TOKENS = 8192
+MIN_REPEATS = 5
+"""The scan is cheap next to a model, so its figures are always medians of at least 5 runs."""
 
 
 def make_scan_inputs(
@@ -63,15 +65,82 @@ def to_entry_layout(inputs: dict[str, torch.Tensor], token_major: bool) -> dict[
     return {k: (v.transpose(1, 2).contiguous() if v.dim() == 3 else v) for k, v in inputs.items()}
 
 
-def torch_scan(inputs: dict[str, torch.Tensor], token_major: bool) -> torch.Tensor:
-    """The project's portable scan with Mamba's options (bias, softplus, D, SiLU gate).
+def torch_scan(
+    inputs: dict[str, torch.Tensor], token_major: bool, backend: str = "torch"
+) -> torch.Tensor:
+    """The project's scan with Mamba's options (bias, softplus, D, SiLU gate) on ``backend``.
 
     ``inputs`` are in the entry's layout (see :func:`to_entry_layout`); returns that layout.
     """
     from .. import scan
 
     entry = scan.selective_scan_tokens if token_major else scan.selective_scan
-    return entry(**inputs, delta_softplus=True, backend="torch")
+    return entry(**inputs, delta_softplus=True, backend=backend)
+
+
+def numba_available() -> bool:
+    """Whether the fused numba backend can run here (numba installed)."""
+    from ..scan import numba_scan
+
+    return numba_scan.AVAILABLE
+
+
+def time_forward_backward(
+    inputs: dict[str, torch.Tensor],
+    token_major: bool,
+    backend: str,
+    grad_out: torch.Tensor,
+    repeats: int,
+) -> dict[str, float]:
+    """Median seconds of the forward (keeping what backward needs), the backward and both,
+    over ``repeats`` runs after one warm-up (which also compiles or loads numba's kernels)."""
+    grad_inputs = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
+    forward_times: list[float] = []
+    backward_times: list[float] = []
+    for index in range(repeats + 1):
+        for tensor in grad_inputs.values():
+            tensor.grad = None
+        start = time.perf_counter()
+        out = torch_scan(grad_inputs, token_major, backend)
+        middle = time.perf_counter()
+        out.backward(grad_out)
+        end = time.perf_counter()
+        del out
+        if index:
+            forward_times.append(middle - start)
+            backward_times.append(end - middle)
+    return {
+        "forward_with_grad_s_median": statistics.median(forward_times),
+        "backward_s_median": statistics.median(backward_times),
+        "backward_s_all": backward_times,
+        "forward_backward_s_median": statistics.median(
+            [f + b for f, b in zip(forward_times, backward_times)]
+        ),
+    }
+
+
+def run_numba_scan(
+    inputs: dict[str, torch.Tensor], token_major: bool, grad_out: torch.Tensor, repeats: int
+) -> dict:
+    """The fused numba scan on the same inputs: forward (inference), forward + backward, and
+    its largest difference from the torch scan's output."""
+    if not numba_available():
+        return {"numba_error": "numba is not installed"}
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode():
+            return torch_scan(inputs, token_major, "numba")
+
+    forward_times = timed_runs(forward, repeats)
+    with torch.inference_mode():
+        difference = float((forward() - torch_scan(inputs, token_major)).abs().max())
+    trained = time_forward_backward(inputs, token_major, "numba", grad_out, repeats)
+    return {
+        "numba_forward_s_median": statistics.median(forward_times),
+        "numba_forward_s_all": forward_times,
+        **{f"numba_{k}": v for k, v in trained.items()},
+        "numba_vs_torch_max_abs_diff": difference,
+    }
 
 
 def loop_scan(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -117,11 +186,13 @@ def run_scan_benchmark(
     repeats: int = 3,
     seed: int = 0,
 ) -> dict:
-    """Torch-scan forward and backward time and added RSS, the loop's scaled time, the ratio.
+    """Torch-scan forward and backward time and added RSS, the loop's scaled time, the ratio,
+    and the fused numba scan's forward and forward + backward times on the same inputs.
 
     Meant for a fresh process: the forward-only peak is read before anything keeps gradients,
     and the loop (small buffers) runs between the two so neither inflates the other.
     """
+    repeats = max(repeats, MIN_REPEATS)
     entry, token_major = scan_entry()
     channels_first = make_scan_inputs(length, d, n, batch, seed)
     inputs = to_entry_layout(channels_first, token_major)
@@ -145,25 +216,13 @@ def run_scan_benchmark(
     loop_prefix_s = statistics.median(loop_times)
     loop_scaled_s = loop_prefix_s * length / loop_tokens
 
-    grad_inputs = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
     grad_out = torch.randn(
         tuple(inputs["u"].shape), generator=torch.Generator().manual_seed(seed + 1)
     )
-    fwd_grad_times: list[float] = []
-    backward_times: list[float] = []
-    for index in range(repeats + 1):  # the first pair is the warm-up
-        for tensor in grad_inputs.values():
-            tensor.grad = None
-        start = time.perf_counter()
-        out = torch_scan(grad_inputs, token_major)
-        middle = time.perf_counter()
-        out.backward(grad_out)
-        end = time.perf_counter()
-        del out
-        if index:
-            fwd_grad_times.append(middle - start)
-            backward_times.append(end - middle)
+    trained = time_forward_backward(inputs, token_major, "torch", grad_out, repeats)
     train_peak = peak_rss_gb()
+    # After the torch figures, so its peaks above are the torch scan's alone.
+    fused = run_numba_scan(inputs, token_major, grad_out, repeats)
     forward_s = statistics.median(forward_times)
     return {
         "shape": {"batch": batch, "length": length, "d_inner": d, "d_state": n},
@@ -171,9 +230,13 @@ def run_scan_benchmark(
         "scan_function": entry,
         "torch_forward_s_median": forward_s,
         "torch_forward_s_all": forward_times,
-        "torch_forward_with_grad_s_median": statistics.median(fwd_grad_times),
-        "torch_backward_s_median": statistics.median(backward_times),
-        "torch_backward_s_all": backward_times,
+        "torch_forward_with_grad_s_median": trained["forward_with_grad_s_median"],
+        "torch_backward_s_median": trained["backward_s_median"],
+        "torch_backward_s_all": trained["backward_s_all"],
+        "torch_forward_backward_s_median": trained["forward_backward_s_median"],
+        **fused,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
         "loop_tokens_timed": loop_tokens,
         "loop_prefix_s_median": loop_prefix_s,
         "loop_s_scaled": loop_scaled_s,

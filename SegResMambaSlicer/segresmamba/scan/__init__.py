@@ -2,9 +2,9 @@
 
 ``"cuda"`` is mamba-ssm's compiled kernel (Linux with an NVIDIA GPU, optional extra);
 ``"torch"`` is our portable chunked scan, which runs wherever PyTorch does; ``"numba"`` is the
-torch scan with its forward recurrence compiled by numba (CPU tensors; about twice as fast, the
-same backward); ``"triton"`` is our Triton GPU kernel, which needs no compiler (Triton ships with
-PyTorch's CUDA wheels). All read the same parameters, so one checkpoint serves every machine.
+fused CPU scan compiled by numba, forward and backward (:mod:`.numba_scan`); ``"triton"`` is our
+Triton GPU kernel, which needs no compiler (Triton ships with PyTorch's CUDA wheels). All read the
+same parameters, so one checkpoint serves every machine.
 """
 
 from __future__ import annotations
@@ -156,9 +156,9 @@ def selective_scan(
         )
     if chosen == "triton":
         return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return selective_scan_torch(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, compiled=chosen == "numba"
-    )
+    if chosen == "numba":
+        return numba_scan.selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -230,6 +230,8 @@ def selective_scan_tokens(
             )
         ]
         return selective_scan_cuda(_cuda_kernel(), *args, delta_softplus).transpose(1, 2)
-    return selective_scan_tokens_torch(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, compiled=chosen == "numba"
-    )
+    if chosen == "numba":
+        return numba_scan.selective_scan_tokens_numba(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus
+        )
+    return selective_scan_tokens_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

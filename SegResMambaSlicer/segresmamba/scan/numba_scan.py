@@ -1,83 +1,192 @@
-"""The scan's forward recurrence compiled with numba, for CPUs.
+"""The fused CPU selective scan: numba kernels for the forward and the backward pass.
 
-The portable torch scan needs about nine full passes over the (tokens x channels x state)
-tensor per chunk, because PyTorch cannot fuse the recurrence. Here PyTorch still computes the
-decays ``exp(step * A)`` (its vectorised exp is far faster than a scalar one), and one compiled
-loop does the rest in a single pass: sequential over tokens, parallel over channels, the state in
-registers. The products of decays in (0, 1] never overflow, whatever the step sizes.
+The portable torch scan needs many full passes over (tokens x channels x state) tensors because
+PyTorch cannot fuse a recurrence. Here one compiled loop per pass does everything
+(:mod:`.numba_kernels`): the decays ``exp(step * A)`` are computed inline, the state lives in a
+small per-thread array, and the forward keeps only one state every ``CHUNK`` tokens. The backward
+recomputes each chunk's states from that checkpoint and runs the adjoint recurrence in reverse
+time, giving every gradient itself; autograd never sees the per-token states.
 
 numba ships wheels for Windows, macOS and Linux and needs no compiler at run time; when it is
-not installed the torch scan runs instead. Gradients always come from the torch scan's own
-backward pass, which recomputes the states from the same inputs.
+not installed the torch scan runs instead (``SEGRESMAMBA_SCAN`` forces either).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 
 import torch
-
-_log = logging.getLogger("segresmamba")
+import torch.nn.functional as F
 
 AVAILABLE = importlib.util.find_spec("numba") is not None
-_kernel = None
+
+CHUNK = 128
+"""Tokens between state checkpoints; the backward buffers one chunk's states and decays
+(2 x CHUNK x d_state x 16 channels per thread, 256 KiB in float32: they stay in L2)."""
 
 
-def _compile():
+def _kernels():
+    from . import numba_kernels
+
+    return numba_kernels
+
+
+def _set_threads() -> int:
+    """numba uses as many threads as torch (never more than numba was started with)."""
     import numba
 
-    @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-    def recurrence(decay, step_u, B, C, state, y):  # pragma: no cover - compiled
-        # decay: (d, T, n); step_u, y: (T, d); B, C: (T, n); state: (d, n), updated in place.
-        d, length, n = decay.shape
-        for channel in numba.prange(d):
-            h = state[channel].copy()
-            for t in range(length):
-                x = step_u[t, channel]
-                acc = 0.0
-                for k in range(n):
-                    value = decay[channel, t, k] * h[k] + x * B[t, k]
-                    h[k] = value
-                    acc += value * C[t, k]
-                y[t, channel] = acc
-            state[channel] = h
-
-    return recurrence
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
 
 
-def kernel():
-    """The compiled recurrence (compiled, or loaded from numba's cache, on first use)."""
-    global _kernel
-    if _kernel is None:
-        _kernel = _compile()
-    return _kernel
+def _steps(delta: torch.Tensor, delta_bias, softplus: bool, work: torch.dtype):
+    """The raw step (delta + bias) and the step the recurrence uses, (batch, L, d) contiguous."""
+    raw = delta.to(work)
+    if delta_bias is not None:
+        raw = raw + delta_bias.to(work)
+    step = F.softplus(raw) if softplus else raw
+    return raw, step.contiguous()
 
 
-def chunk_outputs(
-    step: torch.Tensor,
+def _array(t: torch.Tensor | None, work: torch.dtype, like_shape: tuple[int, ...]):
+    """A contiguous numpy view in the work dtype, or a one-element stand-in when ``t`` is None."""
+    if t is None:
+        return torch.zeros(like_shape, dtype=work).numpy()
+    return t.detach().to(work).contiguous().numpy()
+
+
+class _FusedScan(torch.autograd.Function):
+    """The scan on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        kernels = _kernels()
+        _set_threads()
+        batch, length, d = u.shape
+        n = A.shape[-1]
+        work = torch.float64 if u.dtype == torch.float64 else torch.float32
+        _, step = _steps(delta.detach(), delta_bias, delta_softplus, work)
+        A_t = A.detach().to(work).expand(batch, d, n).transpose(1, 2).contiguous()
+        save = any(ctx.needs_input_grad)
+        chunks = -(-length // CHUNK) if save else 1
+        checkpoints = torch.empty((batch, chunks, n, d), dtype=work)
+        y = torch.empty((batch, length, d), dtype=work)
+        kernels.scan_forward(
+            step.numpy(),
+            _array(u, work, (1, 1, 1)),
+            A_t.numpy(),
+            _array(B, work, (1, 1, 1)),
+            _array(C, work, (1, 1, 1)),
+            _array(D, work, (1,)),
+            _array(z, work, (1, 1, 1)),
+            y.numpy(),
+            checkpoints.numpy(),
+            D is not None,
+            z is not None,
+            save,
+            CHUNK,
+        )
+        ctx.delta_softplus = delta_softplus
+        ctx.A_batched = A.dim() == 3
+        if save:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
+        return y.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        kernels = _kernels()
+        threads = _set_threads()
+        u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
+        batch, length, d = u.shape
+        n = A.shape[-1]
+        work = checkpoints.dtype
+        raw, step = _steps(delta, delta_bias, ctx.delta_softplus, work)
+        A_t = A.to(work).expand(batch, d, n).transpose(1, 2).contiguous()
+        blocks = -(-d // kernels.WIDTH)
+        groups = max(1, min(blocks, threads))
+        new = dict(dtype=work)
+        grad_u = torch.empty((batch, length, d), **new)
+        grad_step = torch.empty((batch, length, d), **new)
+        grad_z = torch.empty((batch, length, d) if z is not None else (1, 1, 1), **new)
+        grad_A_t = torch.empty((batch, n, d), **new)
+        grad_D = torch.empty((batch, d), **new)
+        grad_B = torch.zeros((groups, batch, length, n), **new)
+        grad_C = torch.zeros((groups, batch, length, n), **new)
+        kernels.scan_backward(
+            step.numpy(),
+            _array(u, work, (1, 1, 1)),
+            A_t.numpy(),
+            _array(B, work, (1, 1, 1)),
+            _array(C, work, (1, 1, 1)),
+            _array(D, work, (1,)),
+            _array(z, work, (1, 1, 1)),
+            _array(grad_out, work, (1, 1, 1)),
+            checkpoints.numpy(),
+            D is not None,
+            z is not None,
+            CHUNK,
+            groups,
+            grad_u.numpy(),
+            grad_step.numpy(),
+            grad_z.numpy(),
+            grad_A_t.numpy(),
+            grad_D.numpy(),
+            grad_B.numpy(),
+            grad_C.numpy(),
+        )
+        if ctx.delta_softplus:
+            grad_step.mul_(torch.sigmoid(raw))
+        grad_A = grad_A_t.transpose(1, 2)
+        if not ctx.A_batched:
+            grad_A = grad_A.sum(0)
+        grad_bias = grad_step.sum(dim=(0, 1)) if delta_bias is not None else None
+        return (
+            grad_u.to(u.dtype),
+            grad_step.to(delta.dtype),
+            grad_A.to(A.dtype),
+            grad_B.sum(0).to(B.dtype),
+            grad_C.sum(0).to(C.dtype),
+            grad_D.sum(0).to(D.dtype) if D is not None else None,
+            grad_z.to(z.dtype) if z is not None else None,
+            grad_bias.to(delta_bias.dtype) if delta_bias is not None else None,
+            None,
+        )
+
+
+def selective_scan_tokens_numba(
+    u: torch.Tensor,
+    delta: torch.Tensor,
     A: torch.Tensor,
-    step_u: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    state: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
 ) -> torch.Tensor:
-    """``y_t = <h_t, C_t>`` for one chunk, with ``h_t = exp(step_t A) h_{t-1} + step_u_t B_t``.
+    """The fused scan on token-major CPU tensors: u, delta, z (batch, L, d); B, C (batch, L, n);
+    A (d, n) or (batch, d, n); D, delta_bias (d,). Returns (batch, L, d) in u's dtype."""
+    return _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
-    step, step_u: (T, d); A: (d, n); B, C: (T, n); state: (d, n) float32, advanced in place to
-    the chunk's last state. Returns y (T, d).
-    """
-    import numba
 
-    decay = torch.mul(step.t()[:, :, None], A[:, None, :]).exp_()  # (d, T, n), contiguous
-    y = torch.empty_like(step_u)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    kernel()(
-        decay.numpy(),
-        step_u.contiguous().numpy(),
-        B.contiguous().numpy(),
-        C.contiguous().numpy(),
-        state.numpy(),
-        y.numpy(),
+def selective_scan_numba(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """The fused scan with mamba-ssm's shapes (batch, d, L) / (batch, n, L)."""
+
+    def tokens(t):
+        return t.transpose(1, 2) if t is not None else None
+
+    out = selective_scan_tokens_numba(
+        tokens(u), tokens(delta), A, tokens(B), tokens(C), D, tokens(z), delta_bias, delta_softplus
     )
-    return y
+    return out.transpose(1, 2).contiguous()

@@ -23,8 +23,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import numba_scan
-
 SUB_SIZES = (16, 8, 4)
 """Tokens per sub-block of the factorised form, tried largest first (fewer, bigger operations)."""
 
@@ -209,7 +207,7 @@ class _SelectiveScanTokens(torch.autograd.Function):
     """The scan on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, compiled):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         batch, length, d = u.shape
         work = torch.float64 if u.dtype == torch.float64 else torch.float32
         A_work = A.to(work).expand(batch, d, A.shape[-1])
@@ -222,15 +220,10 @@ class _SelectiveScanTokens(torch.autograd.Function):
             for start, stop in seq.chunks():
                 starts.append(state)
                 tokens = stop - start
-                if compiled:
-                    _, step, u_c, B_c, C_c, _ = seq.terms(start, stop, pad=False)
-                    state = state.clone()  # advanced in place by the compiled loop
-                    y_c = numba_scan.chunk_outputs(step, A_work[b], step * u_c, B_c, C_c, state)
-                else:
-                    _, _, u_c, _, C_c, padded_terms = seq.terms(start, stop)
-                    states, _ = _chunk_scan(padded_terms[0], A_work[b], *padded_terms[1:], state)
-                    state = states[tokens - 1].clone()
-                    y_c = torch.einsum("tdn,tn->td", states[:tokens], C_c)
+                _, _, u_c, _, C_c, padded_terms = seq.terms(start, stop)
+                states, _ = _chunk_scan(padded_terms[0], A_work[b], *padded_terms[1:], state)
+                state = states[tokens - 1].clone()
+                y_c = torch.einsum("tdn,tn->td", states[:tokens], C_c)
                 if D_work is not None:
                     y_c.addcmul_(u_c, D_work)
                 if z is not None:
@@ -314,7 +307,6 @@ class _SelectiveScanTokens(torch.autograd.Function):
             grad_z.to(z.dtype) if z is not None else None,
             grad_bias.to(delta_bias.dtype) if delta_bias is not None else None,
             None,
-            None,
         )
 
 
@@ -328,14 +320,9 @@ def selective_scan_tokens_torch(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-    compiled: bool = False,
 ) -> torch.Tensor:
-    """The portable backend on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n).
-
-    ``compiled=True`` runs the forward recurrence in numba's compiled loop (CPU tensors, numba
-    installed: the "numba" backend); the backward pass is the same either way.
-    """
-    return _SelectiveScanTokens.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, compiled)
+    """The portable backend on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
+    return _SelectiveScanTokens.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 def selective_scan_torch(
@@ -348,7 +335,6 @@ def selective_scan_torch(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
-    compiled: bool = False,
 ) -> torch.Tensor:
     """The portable backend with mamba-ssm's shapes; arguments as :func:`segresmamba.selective_scan`."""
 
@@ -365,6 +351,5 @@ def selective_scan_torch(
         tokens(z),
         delta_bias,
         delta_softplus,
-        compiled,
     )
     return out.transpose(1, 2).contiguous()

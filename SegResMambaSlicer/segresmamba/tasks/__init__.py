@@ -3,6 +3,10 @@
 One data file says, for every task, which images go in, in which channel order, what comes out,
 the colours and SNOMED CT codes of each label, the preprocessing and the network size. Training,
 inference, the CLI and the Slicer module all read it from here, so they cannot disagree.
+
+Tasks of the user's own models (``segresmamba models import``) live in a second file of the same
+shape in the per-user folder (:func:`segresmamba.home.user_tasks_path`); the bundled file is never
+edited. :func:`list_tasks` and :func:`get_task` see both, built-in tasks first.
 """
 
 from __future__ import annotations
@@ -13,9 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from ..errors import RegistryError, UnknownTaskError
+from ..home import user_tasks_path
 from .labelmap import CONVENTIONS, Labelmap, LabelmapLabel
 from .types import Code, InputSpec, Label, Task, Terminology, image_stem
 
@@ -23,6 +26,7 @@ __all__ = [
     "CONVENTIONS",
     "TASKS_JSON",
     "TASKS_SCHEMA_JSON",
+    "builtin_tasks",
     "Code",
     "InputSpec",
     "Label",
@@ -35,15 +39,65 @@ __all__ = [
     "list_tasks",
     "load_tasks",
     "task_from_dict",
+    "task_names",
+    "user_tasks",
 ]
 
 TASKS_JSON = Path(__file__).with_name("tasks.json")
 TASKS_SCHEMA_JSON = Path(__file__).with_name("tasks.schema.json")
 
 
-def list_tasks() -> list[Task]:
-    """Every task in the registry, in file order."""
+IMPORT_HINT = (
+    "a model trained on your own data brings its task: register it with "
+    "`segresmamba models import FILE`"
+)
+
+
+def builtin_tasks() -> list[Task]:
+    """The tasks of the bundled ``tasks.json``, in file order."""
     return load_tasks(TASKS_JSON)
+
+
+def user_tasks() -> list[Task]:
+    """The tasks registered by ``segresmamba models import``, in the order they came.
+
+    Raises RegistryError naming the user file when it is invalid or a name clashes with a
+    built-in task (only a hand edit can do that: import refuses such names).
+    """
+    path = user_tasks_path()
+    if not path.is_file():
+        return []
+    tasks = load_tasks(path)
+    builtin = {task.name for task in builtin_tasks()}
+    clashes = sorted(task.name for task in tasks if task.name in builtin)
+    if clashes:
+        raise RegistryError(
+            f"user task registry {path} redefines built-in task(s) {', '.join(clashes)}; "
+            "remove them from that file"
+        )
+    return tasks
+
+
+def list_tasks() -> list[Task]:
+    """Every task: the built-in ones in file order, then the user's own."""
+    return builtin_tasks() + user_tasks()
+
+
+def task_names() -> list[str]:
+    """Task names as :func:`list_tasks` orders them, read as plain JSON without validation.
+
+    For front ends that must list tasks before the engine's dependencies are installed (the
+    Slicer module declares its task choices when it loads); an unreadable file adds no names.
+    """
+    names: list[str] = []
+    for path in (TASKS_JSON, user_tasks_path()):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            found = [str(task["name"]) for task in data["tasks"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        names += [name for name in found if name not in names]
+    return names
 
 
 def get_task(name: str | Task) -> Task:
@@ -58,7 +112,7 @@ def get_task(name: str | Task) -> Task:
         if task.name == name:
             return task
     known = ", ".join(task.name for task in tasks)
-    raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known}")
+    raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known}; {IMPORT_HINT}")
 
 
 def load_tasks(path: str | Path = TASKS_JSON) -> list[Task]:
@@ -82,6 +136,8 @@ def task_from_dict(item: dict[str, Any], source: str = "task definition") -> Tas
     checkpoint header), so it is held to the same schema and rules as the bundled tasks.
     Raises RegistryError naming ``source`` and the first problem.
     """
+    import jsonschema  # only when checking: task_names() must work without it
+
     data = {"format_version": 1, "tasks": [copy.deepcopy(item)]}
     schema = json.loads(TASKS_SCHEMA_JSON.read_text(encoding="utf-8"))
     error = jsonschema.exceptions.best_match(
@@ -107,6 +163,8 @@ def _validated(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
         raise RegistryError(f"task registry {path} cannot be read: {error}") from None
     except json.JSONDecodeError as error:
         raise RegistryError(f"task registry {path} is not valid JSON: {error}") from None
+    import jsonschema  # only when checking: task_names() must work without it
+
     schema = json.loads(TASKS_SCHEMA_JSON.read_text(encoding="utf-8"))
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(schema).iter_errors(data)

@@ -26,13 +26,14 @@ from .registry import (
     models_dir,
     models_json_path,
     registry_entry_for,
-    resolve_model,
     update_registry,
 )
+from .resolve import ImportedModel, imported_models, resolve_model
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "ImportedModel",
     "METADATA_KEY",
     "ModelInfo",
     "VerifiedModel",
@@ -41,6 +42,7 @@ __all__ = [
     "download_model",
     "get_model",
     "import_model",
+    "imported_models",
     "list_models",
     "load_checkpoint",
     "make_header",

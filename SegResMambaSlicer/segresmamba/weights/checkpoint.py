@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import CheckpointError, SegResMambaError
 from ..network import SegResMamba
-from ..tasks import Task, get_task
+from ..tasks import Task, get_task, task_names
 from ._files import land, temporary_beside
 
 FORMAT = "segresmamba-checkpoint"
@@ -157,7 +157,13 @@ def check_header(header: Any, task: str | Task | None = None) -> dict[str, Any]:
 
 def _check_fits_task(header: dict[str, Any], task: Task) -> None:
     if header["task"] != task.name:
-        raise CheckpointError(f"checkpoint is for task {header['task']}, not {task.name}")
+        hint = ""
+        if header["task"] not in task_names():
+            hint = (
+                f"; task {header['task']} is not registered: register it with "
+                "`segresmamba models import FILE`"
+            )
+        raise CheckpointError(f"checkpoint is for task {header['task']}, not {task.name}{hint}")
     if header["network"]["in_channels"] != task.in_channels:
         raise CheckpointError(
             f"checkpoint takes {header['network']['in_channels']} input image(s), task "

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import CheckpointError, DownloadError, ModelNotAvailableError
+from ..errors import (
+    CheckpointError,
+    DownloadError,
+    ModelNotAvailableError,
+    RegistryError,
+    UnknownTaskError,
+)
+from ..tasks import Task, builtin_tasks, get_task, task_from_dict, user_tasks
+from ..tasks.user import check_registrable, register_task, same_task
 from ._files import CHUNK, land, sha256_file, temporary_beside
 from .checkpoint import load_checkpoint, read_header
 from .registry import NAME_PATTERN, ModelInfo, list_models, models_dir
@@ -34,7 +42,11 @@ def import_model(
     registry model of its header's task, else a model named after the file. A registry model with
     a published SHA-256 only accepts that exact file. The checkpoint must load (header and weights)
     before it is renamed into place; an existing different file is replaced only with
-    ``overwrite=True``. Raises DownloadError naming the problem.
+    ``overwrite=True``. A checkpoint whose task is not built in brings its task in its header
+    (``task_definition``): it is registered in the user's ``tasks.json`` and the file is named
+    after it. Raises DownloadError naming the problem, RegistryError for a task definition that
+    is invalid, takes a built-in task's name, or differs from an earlier import's without
+    ``overwrite``.
     """
     source = Path(file_or_zip)
     if not source.is_file():
@@ -58,26 +70,64 @@ def import_model(
             header = read_header(temporary)
         except CheckpointError as error:
             raise DownloadError(_import_failure(source, temporary, error)) from None
+        task, new_task = _checkpoint_task(header, source.name, overwrite)
         digest, size = sha256_file(temporary), temporary.stat().st_size
-        info = wanted or _choose_entry(name, header["task"], digest, registry)
+        info = wanted or _choose_entry(name, task.name, digest, registry)
         if info is not None:
-            _check_against_registry(info, header["task"], digest, size, source.name)
+            _check_against_registry(info, task.name, digest, size, source.name)
             final = info.cached_path()
-        else:
-            final = models_dir() / f"{name or _safe_stem(source)}.safetensors"
+        else:  # a custom model; one of the user's own tasks is named after its task
+            default = task.name if new_task or task.name in _user_task_names() else None
+            final = models_dir() / f"{name or default or _safe_stem(source)}.safetensors"
         try:
-            load_checkpoint(temporary, task=header["task"])
+            load_checkpoint(temporary, task=task)
         except CheckpointError as error:
             raise DownloadError(_import_failure(source, temporary, error)) from None
-        if final.exists():
-            if sha256_file(final) == digest:
-                return final
-            if not overwrite:
-                raise DownloadError(
-                    f"a different checkpoint is already imported as {final.name}; pass "
-                    "overwrite=True (--overwrite) to replace it"
-                )
+        if final.exists() and sha256_file(final) != digest and not overwrite:
+            raise DownloadError(
+                f"a different checkpoint is already imported as {final.name}; pass "
+                "overwrite=True (--overwrite) to replace it"
+            )
+        if new_task:
+            register_task(task, overwrite, source.name)
+        if final.exists() and sha256_file(final) == digest:
+            return final
         return land(temporary, final)
+
+
+def _checkpoint_task(header: dict[str, Any], shown: str, overwrite: bool) -> tuple[Task, bool]:
+    """The checkpoint's task, and whether importing must register it in the user registry.
+
+    A built-in task's checkpoint needs nothing registered, but its definition (when the header
+    carries one) must not contradict the built-in task. Any other task comes from the header's
+    ``task_definition``, held to the bundled tasks' schema and rules.
+    """
+    name, definition = header["task"], header.get("task_definition")
+    builtin = {task.name: task for task in builtin_tasks()}
+    defined = None
+    if definition is not None:
+        if not isinstance(definition, dict) or definition.get("name") != name:
+            raise RegistryError(
+                f"cannot import {shown}: its task_definition is not a definition of task {name!r}"
+            )
+        defined = task_from_dict(definition, source=f"{shown}'s task definition")
+    if name in builtin:
+        if defined is not None and not same_task(defined, builtin[name]):
+            check_registrable(defined, overwrite, shown)  # raises: a built-in task's name
+        return builtin[name], False
+    if defined is None:
+        try:
+            return get_task(name), False
+        except UnknownTaskError:
+            raise RegistryError(
+                f"cannot import {shown}: it is for task {name!r}, which is not registered, and its "
+                "header carries no task definition (written by an older segresmamba)"
+            ) from None
+    return defined, check_registrable(defined, overwrite, shown)
+
+
+def _user_task_names() -> set[str]:
+    return {task.name for task in user_tasks()}
 
 
 def _import_failure(source: Path, temporary: Path, error: Exception) -> str:

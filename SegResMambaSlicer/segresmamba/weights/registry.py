@@ -1,4 +1,4 @@
-"""The model registry (``models.json`` in this folder), the cache folder, and which file a task uses.
+"""The model registry (``models.json`` in this folder) and the cache folder.
 
 ``models.json`` lists every checkpoint the engine knows, with its task, download address, size and
 SHA-256; tasks without trained weights are listed with ``url: null`` so the message says so. The
@@ -22,7 +22,8 @@ from typing import Any
 import jsonschema
 
 from ..errors import ModelNotAvailableError, RegistryError, UnknownTaskError
-from ..tasks import Task, get_task
+from ..home import home_dir, user_models_dir
+from ..tasks import get_task
 from ._files import land, sha256_file, temporary_beside
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
@@ -66,26 +67,13 @@ class ModelInfo:
 
 
 def cache_dir() -> Path:
-    """The per-user cache folder: ``SEGRESMAMBA_HOME`` if set, else the platform's cache place.
-
-    Windows ``%LOCALAPPDATA%/SegResMamba``, macOS ``~/Library/Caches/SegResMamba``, Linux
-    ``$XDG_CACHE_HOME/segresmamba`` or ``~/.cache/segresmamba``. Not created here.
-    """
-    home = os.environ.get("SEGRESMAMBA_HOME")
-    if home:
-        return Path(home).expanduser()
-    if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        return (Path(local) if local else Path.home() / "AppData" / "Local") / "SegResMamba"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "SegResMamba"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache") / "segresmamba"
+    """The per-user folder (see :func:`segresmamba.home.home_dir`; one place decides it)."""
+    return home_dir()
 
 
 def models_dir() -> Path:
     """``cache_dir()/models``: downloaded and imported checkpoints."""
-    return cache_dir() / "models"
+    return user_models_dir()
 
 
 def models_json_path() -> Path:
@@ -134,88 +122,6 @@ def get_model(name: str) -> ModelInfo:
 
 def no_weights_message(task: str) -> str:
     return f"no trained weights published yet for task {task}; {IMPORT_HINT}"
-
-
-def resolve_model(
-    task: str | Task,
-    model: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    progress: Any = True,
-) -> Path:
-    """The checkpoint file to use for ``task``.
-
-    ``model`` may be a file path, a registry name, or the name of an imported checkpoint; None
-    takes the task's default registry model. A registry model that is neither bundled nor in the
-    cache is downloaded when it has a url (unless ``download=False``). Raises
-    ModelNotAvailableError saying what to do when there is no file to use.
-    """
-    task = get_task(task)
-    if model is not None and _looks_like_path(model):
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise ModelNotAvailableError(f"checkpoint file {path} does not exist")
-        return path.resolve()
-    models = {m.name: m for m in list_models()}
-    if model is None:
-        candidates = sorted(
-            (m for m in models.values() if m.task == task.name), key=lambda m: not m.default
-        )
-        if not candidates:
-            raise ModelNotAvailableError(no_weights_message(task.name))
-        info = candidates[0]
-    elif str(model) in models:
-        info = models[str(model)]
-        if info.task != task.name:
-            raise ModelNotAvailableError(
-                f"model {info.name} is for task {info.task}, not {task.name}"
-            )
-    else:
-        imported = models_dir() / f"{model}.safetensors"
-        if NAME_PATTERN.match(str(model)) and imported.is_file():
-            return imported
-        known = ", ".join(m.name for m in models.values() if m.task == task.name) or "none"
-        raise ModelNotAvailableError(
-            f"unknown model {model!r} for task {task.name} (registry models: {known}); give a "
-            f"checkpoint file path or {IMPORT_HINT}"
-        )
-    return _local_or_download(info, download, progress)
-
-
-def _local_or_download(info: ModelInfo, download: bool, progress: Any) -> Path:
-    path = info.local_path()
-    if path is not None:
-        if info.size is not None and path.stat().st_size != info.size:
-            fix = (
-                "update models.json: python -m segresmamba.weights.registry FILE --update NAME"
-                if path == info.bundled_path()
-                else "delete it and download or import it again"
-            )
-            raise ModelNotAvailableError(
-                f"{path} has {path.stat().st_size} bytes, model {info.name} in models.json has "
-                f"{info.size}; {fix}"
-            )
-        return path
-    if info.url:
-        if not download:
-            raise ModelNotAvailableError(
-                f"model {info.name} is not downloaded yet; run `segresmamba models download {info.name}`"
-            )
-        from .download import download_model
-
-        return download_model(info.name, progress=progress)
-    if info.bundled:
-        raise ModelNotAvailableError(
-            f"the bundled model {info.name} is missing (expected {info.bundled_path()}); "
-            f"reinstall segresmamba or {IMPORT_HINT}"
-        )
-    raise ModelNotAvailableError(no_weights_message(info.task))
-
-
-def _looks_like_path(model: str | os.PathLike) -> bool:
-    if isinstance(model, os.PathLike):
-        return True
-    return "/" in model or "\\" in model or model.endswith(".safetensors") or Path(model).is_file()
 
 
 def registry_entry_for(path: str | os.PathLike) -> dict[str, Any]:
