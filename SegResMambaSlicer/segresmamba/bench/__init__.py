@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_worker(args)
 
+    if args.device:
+        return _gpu_main(args, argv)
+
     from .models import REFERENCE_MODEL, check_size
     from .report import (
         device_info,
@@ -109,3 +112,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             link = target.resolve().relative_to(docs_dir.resolve()).as_posix()
     print(render_run(run, link))
     return 1 if failures else 0
+
+
+def _gpu_main(args, argv: list[str]) -> int:
+    """``--device cuda|cpu``: the GPU figures (see :mod:`.gpu`); 1 when any model failed."""
+    from .gpu import GPU_DEFAULT_SIZES, GPU_MODELS, run_gpu_bench
+    from .report import repo_docs_dir
+
+    sizes = [s for group in args.size for s in group] if args.size else GPU_DEFAULT_SIZES
+    docs_dir = Path(args.docs_dir) if args.docs_dir else repo_docs_dir()
+    date = datetime.date.today().isoformat()
+    if args.out_json:
+        target = Path(args.out_json)
+    else:
+        suffix = f"-{args.suffix}" if args.suffix else ""
+        target = None if args.no_write else docs_dir / "benchmarks" / f"{date}-gpu{suffix}.json"
+    if target is not None and target.exists() and not args.overwrite:
+        print(f"error: {target} exists; use --suffix, --out-json or --overwrite", file=sys.stderr)
+        return 2
+    try:
+        run = run_gpu_bench(
+            args.device,
+            args.models if args.models is not None else list(GPU_MODELS),
+            sizes,
+            target,
+            _command(argv),
+            repeats=args.repeats or 3,
+            in_channels=args.in_channels,
+            out_channels=args.out_channels,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 1 if any("error" in r for r in run["results"]) else 0

@@ -110,6 +110,14 @@ def build_parser(prog: str = "segresmamba bench") -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default=None,
+        help="GPU mode: training peak memory and step time at the largest --size, inference per "
+        "patch at each --size in fp32 and bf16, SegResMamba once per scan backend; writes "
+        "docs/benchmarks/<date>-gpu.json (cpu rehearses the same run, default sizes 96,128)",
+    )
+    p.add_argument(
         "--timeout", type=float, default=0, help="seconds per model process (0: no limit)"
     )
     out = p.add_argument_group("output")

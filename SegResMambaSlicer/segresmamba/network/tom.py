@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..scan import selective_scan_tokens
+from ..scan.causal_conv import causal_conv_silu
 
 DIRECTIONS = ("", "_b", "_s")
 """Parameter-name suffixes of the forward, reverse and inter-slice directions."""
@@ -47,17 +48,6 @@ def from_token_order(
     depth, height, width = spatial
     grid = tokens.reshape(batch, height, width, depth, channels)
     return grid.permute(0, 3, 1, 2, 4).reshape(batch, -1, channels)
-
-
-def causal_conv_silu(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) tensors.
-
-    The conv runs channels-first on a transposed view; the result comes back token-major and
-    contiguous, the layout the projections and the scan read fastest.
-    """
-    length = x.shape[1]
-    out = F.silu(conv(x.transpose(1, 2))[..., :length])
-    return out.transpose(1, 2).contiguous()
 
 
 class TriOrientedMamba(nn.Module):
@@ -140,7 +130,7 @@ class TriOrientedMamba(nn.Module):
     def _direction(self, xz: torch.Tensor, suffix: str) -> torch.Tensor:
         """One Mamba pass over (batch, L, 2 * d_inner) tokens already in this direction's order."""
         x, z = xz.split(self.d_inner, dim=-1)
-        x = causal_conv_silu(x, getattr(self, f"conv1d{suffix}"))
+        x = causal_conv_silu(x, getattr(self, f"conv1d{suffix}"), self.scan_backend)
         x_dbl = F.linear(x, getattr(self, f"x_proj{suffix}").weight)  # (batch, L, r + 2n)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt_proj = getattr(self, f"dt_proj{suffix}")

@@ -2,7 +2,9 @@
 
 ``"cuda"`` is mamba-ssm's compiled kernel (Linux with an NVIDIA GPU, optional extra);
 ``"torch"`` is our portable chunked scan, which runs wherever PyTorch does; ``"numba"`` is the
-fused CPU scan compiled by numba, forward and backward (:mod:`.numba_scan`). All read the same parameters, so one checkpoint serves every machine.
+fused CPU scan compiled by numba, forward and backward (:mod:`.numba_scan`); ``"triton"`` is our
+Triton GPU kernel, which needs no compiler (Triton ships with PyTorch's CUDA wheels). All read the
+same parameters, so one checkpoint serves every machine.
 """
 
 from __future__ import annotations
@@ -12,27 +14,31 @@ import os
 
 import torch
 
-from . import numba_scan
+from . import numba_scan, triton_scan
+from .causal_conv import resolve_conv_backend
 from .cuda_scan import load_kernel, selective_scan_cuda
 from .reference import selective_scan_reference
 from .torch_scan import selective_scan_tokens_torch, selective_scan_torch
+from .triton_scan import selective_scan_triton
 
 __all__ = [
     "BACKENDS",
     "BACKEND_DESCRIPTIONS",
     "describe_backend",
     "resolve_backend",
+    "resolve_conv_backend",
     "selective_scan",
     "selective_scan_reference",
     "selective_scan_tokens",
 ]
 
-BACKENDS = ("torch", "numba", "cuda")
+BACKENDS = ("torch", "numba", "cuda", "triton")
 ENV_VAR = "SEGRESMAMBA_SCAN"
 BACKEND_DESCRIPTIONS = {
     "torch": "portable PyTorch scan",
     "numba": "numba-compiled CPU scan",
     "cuda": "mamba-ssm CUDA kernel",
+    "triton": "Triton GPU kernel",
 }
 """What each backend is, in words for users (the Slicer device line); one entry per backend."""
 
@@ -53,8 +59,9 @@ def resolve_backend(backend: str | None = None, device: torch.device | str | Non
     """The backend a scan on ``device`` will use.
 
     An explicit ``backend`` wins, then ``SEGRESMAMBA_SCAN``, then the best available: ``cuda``
-    when mamba-ssm's kernel imports and the data is on a CUDA device, ``numba`` for CPU data
-    when numba is installed, else ``torch``.
+    when mamba-ssm's kernel imports and the data is on a CUDA device, else ``triton`` on CUDA when
+    Triton is installed, ``numba`` for CPU data when numba is installed, else ``torch``. Triton
+    runs on CPU tensors only in its interpreter (``TRITON_INTERPRET=1``, for tests).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     requested = backend or os.environ.get(ENV_VAR, "").strip().lower() or None
@@ -80,10 +87,24 @@ def resolve_backend(backend: str | None = None, device: torch.device | str | Non
         if device.type != "cpu":
             raise RuntimeError(f"the numba scan backend runs on the CPU, got {device.type}")
         chosen = "numba"
+    elif requested == "triton":
+        if not triton_scan.AVAILABLE:
+            raise RuntimeError(
+                "the triton scan backend needs triton (it ships with PyTorch's CUDA wheels; "
+                f"pip install triton); use {ENV_VAR}=torch"
+            )
+        if device.type != "cuda" and not triton_scan.interpreting():
+            raise RuntimeError(
+                f"the triton scan backend needs CUDA tensors, got {device.type} "
+                "(TRITON_INTERPRET=1 runs it on the CPU, slowly, for tests)"
+            )
+        chosen = "triton"
     elif requested == "torch":
         chosen = "torch"
     elif device.type == "cuda" and _cuda_kernel() is not None:
         chosen = "cuda"
+    elif device.type == "cuda" and triton_scan.AVAILABLE:
+        chosen = "triton"
     else:
         chosen = "numba" if device.type == "cpu" and numba_scan.AVAILABLE else "torch"
     if chosen not in _announced:
@@ -122,7 +143,7 @@ def selective_scan(
         z: gate, (batch, d, L); the output is multiplied by SiLU(z).
         delta_bias: added to delta, (d,).
         delta_softplus: apply softplus to delta (+ bias), as Mamba does.
-        backend: ``"torch"``, ``"cuda"`` or None for the best available.
+        backend: ``"torch"``, ``"numba"``, ``"cuda"``, ``"triton"`` or None for the best available.
 
     Returns:
         (batch, d, L) in u's dtype.
@@ -133,6 +154,8 @@ def selective_scan(
         return selective_scan_cuda(
             _cuda_kernel(), u, delta, A, B, C, D, z, delta_bias, delta_softplus
         )
+    if chosen == "triton":
+        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if chosen == "numba":
         return numba_scan.selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
@@ -188,6 +211,10 @@ def selective_scan_tokens(
         delta_bias,
     )
     chosen = resolve_backend(backend, u.device)
+    if chosen == "triton":
+        return triton_scan.selective_scan_tokens_triton(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus
+        )
     if chosen == "cuda":
         args = [
             t.contiguous() if t is not None else None

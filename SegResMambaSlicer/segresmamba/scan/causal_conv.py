@@ -1,0 +1,64 @@
+"""The depthwise causal conv1d of every Mamba direction: causal-conv1d's CUDA kernel when that
+package is installed and the data is on a GPU, else ``nn.Conv1d`` with left padding.
+
+Both read the same ``nn.Conv1d`` weights (causal-conv1d takes them as (channels, width)), so one
+checkpoint serves either. The choice follows the scan's: forcing the portable scan
+(``SEGRESMAMBA_SCAN=torch`` or ``numba``) forces the portable conv too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONV_BACKENDS = ("causal-conv1d", "torch")
+PORTABLE_SCANS = ("torch", "numba")
+"""Scan backends that, when forced, force the nn.Conv1d path as well."""
+
+_kernel = None
+_kernel_checked = False
+
+
+def load_kernel():
+    """causal-conv1d's ``causal_conv1d_fn``, or None when the package is not installed."""
+    global _kernel, _kernel_checked
+    if not _kernel_checked:
+        try:
+            _kernel = importlib.import_module("causal_conv1d").causal_conv1d_fn
+        except (ImportError, OSError, AttributeError):
+            _kernel = None
+        _kernel_checked = True
+    return _kernel
+
+
+def resolve_conv_backend(
+    device: torch.device | str | None = None, scan_backend: str | None = None
+) -> str:
+    """``"causal-conv1d"`` on CUDA data when the package imports and no portable scan is forced
+    (by ``scan_backend`` or ``SEGRESMAMBA_SCAN``), else ``"torch"`` (nn.Conv1d)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    requested = scan_backend or os.environ.get("SEGRESMAMBA_SCAN", "").strip().lower() or None
+    if device.type == "cuda" and requested not in PORTABLE_SCANS and load_kernel() is not None:
+        return "causal-conv1d"
+    return "torch"
+
+
+def causal_conv_silu(
+    x: torch.Tensor, conv: nn.Conv1d, scan_backend: str | None = None
+) -> torch.Tensor:
+    """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) tensors.
+
+    The conv runs channels-first on a transposed view; the result comes back token-major and
+    contiguous, the layout the projections and the scan read fastest.
+    """
+    length = x.shape[1]
+    if resolve_conv_backend(x.device, scan_backend) == "causal-conv1d":
+        weight = conv.weight.view(conv.weight.shape[0], conv.weight.shape[-1])
+        out = load_kernel()(x.transpose(1, 2), weight, conv.bias, activation="silu")
+        return out.transpose(1, 2).contiguous()
+    out = F.silu(conv(x.transpose(1, 2))[..., :length])
+    return out.transpose(1, 2).contiguous()
