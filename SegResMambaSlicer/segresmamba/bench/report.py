@@ -42,7 +42,8 @@ How the numbers on this page are made:
   are against SwinUNETR at the same input size in the same run.
 - Scan micro-benchmark: the torch scan at stage 0's second ToM shape (L = 110,592, d_inner 96,
   d_state 16, batch 1), forward and backward, against a plain per-token PyTorch loop (in-place,
-  one exp per token) timed on the first 8,192 tokens and scaled linearly to L.
+  one exp per token) timed on the first 8,192 tokens and scaled linearly to L, and the fused
+  numba scan (forward, and forward + backward) on the same inputs.
 - The reference runs, on a quiet machine: `segresmamba bench --train --scan` (96³) and
   `segresmamba bench --size 128 --suffix 128` (128³, forward).
 - GB means GiB (2^30 bytes). The machine (CPU model, threads, load average) is recorded with
@@ -218,6 +219,17 @@ def render_run(run: dict, link: str | None = None) -> str:
             f"{scan['backward_added_rss_gb']:.3f} GB forward + backward.",
             "",
         ]
+        if "numba_forward_s_median" in scan:
+            lines += [
+                f"Fused numba scan on the same inputs ({scan.get('threads', '?')} threads, median "
+                f"of {scan.get('repeats', '?')}): forward {scan['numba_forward_s_median']:.3f} s, "
+                f"forward + backward {scan['numba_forward_backward_s_median']:.3f} s (torch "
+                f"{scan['torch_forward_backward_s_median']:.3f} s); largest difference to the "
+                f"torch scan {scan['numba_vs_torch_max_abs_diff']:.1e}.",
+                "",
+            ]
+        elif "numba_error" in scan:
+            lines += [f"Fused numba scan not measured: {scan['numba_error']}", ""]
     elif scan:
         lines += [f"Selective scan benchmark failed: {scan['error']}", ""]
     return "\n".join(lines)
