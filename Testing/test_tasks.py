@@ -13,7 +13,14 @@ import torch
 
 from segresmamba.errors import RegistryError, SegResMambaError, UnknownTaskError
 from segresmamba.network import SegResMamba
-from segresmamba.tasks import TASKS_JSON, TASKS_SCHEMA_JSON, get_task, list_tasks, load_tasks
+from segresmamba.tasks import (
+    TASKS_JSON,
+    TASKS_SCHEMA_JSON,
+    get_task,
+    list_tasks,
+    load_tasks,
+    task_from_dict,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_JSON = REPO / "SegResMambaSlicer" / "segresmamba" / "weights" / "models.json"
@@ -249,3 +256,16 @@ def test_ct_tasks_use_the_issue_window():
         intensity = get_task(name).intensity
         assert (intensity["a_min"], intensity["a_max"]) == (-175, 250), name
         assert (intensity["b_min"], intensity["b_max"]) == (0.0, 1.0), name
+
+
+def test_per_channel_intensity_needs_one_rule_per_input_in_order() -> None:
+    item = get_task("spleen").to_dict()
+    item["name"] = "mine"
+    item["intensity"] = {"kind": "per_channel", "channels": [{"kind": "zscore_nonzero"}] * 2}
+    with pytest.raises(RegistryError, match="one rule per input"):
+        task_from_dict(item)
+    item["intensity"]["channels"] = [{"name": "MR", "kind": "zscore_nonzero"}]
+    with pytest.raises(RegistryError, match="named"):
+        task_from_dict(item)
+    item["intensity"]["channels"] = [{"name": "CT", "kind": "zscore_nonzero"}]
+    assert task_from_dict(item).intensity == item["intensity"]

@@ -195,6 +195,18 @@ def _semantic_problems(item: dict[str, Any]) -> list[str]:
     if item["output"] == "sigmoid" and "labelmap" not in item:
         problems.append(f"{name}: sigmoid tasks need labelmap rules")
     input_names = [spec["name"] for spec in item["inputs"]]
+    if item["intensity"].get("kind") == "per_channel":
+        rules = item["intensity"]["channels"]
+        if len(rules) != len(input_names):
+            problems.append(
+                f"{name}: per_channel intensity needs one rule per input ({len(input_names)}); "
+                f"got {len(rules)}"
+            )
+        elif any(r.get("name", n) != n for r, n in zip(rules, input_names)):
+            named = [r.get("name") for r in rules]
+            problems.append(
+                f"{name}: per_channel intensity rules are named {named}, inputs {input_names}"
+            )
     if len(set(input_names)) != len(input_names):
         problems.append(f"{name}: input names must be unique; got {input_names}")
     widths = item["network"].get("widths")
