@@ -53,6 +53,25 @@ def test_numba_scan_matches_float64_reference(small_chunks, length):
     compare(make_inputs(batch=2, d=20, n=16, length=length, seed=length), length, 2, 20)
 
 
+@pytest.mark.parametrize("width", [16, 48, 128])
+def test_numba_scan_any_block_width(small_chunks, monkeypatch, width):
+    """Every block width the rule can choose: d = 100 leaves a partial last block at 16 and 48
+    and pads one block at 128; both batch elements run with several blocks each."""
+    monkeypatch.setattr(numba_scan, "block_width", lambda channels, batch, threads: width)
+    compare(make_inputs(batch=2, d=100, n=16, length=41, seed=width), 41, 2, 100)
+
+
+def test_block_width_keeps_threads_busy_with_long_blocks():
+    # stage 0 at 96^3 on two threads: two blocks of 48 at batch 1, one block of 96 at batch 2
+    assert numba_scan.block_width(96, batch=1, threads=2) == 48
+    assert numba_scan.block_width(96, batch=2, threads=2) == 96
+    # a multiple of 16 channels, never wider than MAX_WIDTH, never narrower than 16
+    assert numba_scan.block_width(100, batch=1, threads=2) == 64
+    assert numba_scan.block_width(768, batch=1, threads=1) == numba_scan.MAX_WIDTH
+    assert numba_scan.block_width(3, batch=1, threads=8) == 16
+    assert numba_scan.block_width(96, batch=1, threads=8) == 16
+
+
 @pytest.mark.parametrize(
     "drop",
     [("z",), ("D",), ("delta_bias",), ("z", "D", "delta_bias")],

@@ -2,9 +2,14 @@
 
 Layout is token-major, as ToM produces it: u, step, z, y (batch, L, d); B, C (batch, L, n);
 ``A_t`` (batch, n, d), A transposed so that a block of neighbouring channels is contiguous. Each
-parallel work item owns one batch element and a block of ``WIDTH`` channels: the innermost loops
-run over those channels (one SIMD vector), the state of the block lives in a small local array,
-and every u/step/B/C cache line is read once per block, not once per channel.
+parallel work item owns one batch element and a block of ``width`` neighbouring channels: the
+innermost loops run over those channels (SIMD vectors), the state of the block lives in a small
+local array, and every u/step/B/C cache line is read once per block, not once per channel.
+
+The block width is an argument, chosen by the caller (``numba_scan.block_width``): as wide as
+keeps every thread busy. Wide blocks are what make these loops fast: a loop of 16 channels per
+token runs at a fraction of the speed of one of 48 (its set-up, and the run-time checks LLVM
+inserts before vectorising, are paid per token and state row).
 
 Why the decays are computed here: a (tokens x channels x state) tensor of ``exp(step * A)``
 costs more memory traffic than the scan itself. numba on most machines has no vectorised exp
@@ -66,21 +71,17 @@ def _exp_into_overload(x, out, bits, bits_as_float, count):
     return exp64
 
 
-WIDTH = 16
-"""Channels per work item: one AVX-512 vector (two AVX2 ones) of float32, one cache line."""
-
-
 @numba.njit(inline="always")
-def _load_block(source, b, t, c0, w, into):  # pragma: no cover - compiled
+def _load_block(source, b, t, c0, w, into, width):  # pragma: no cover - compiled
     """``into[:w] = source[b, t, c0:c0 + w]``, the rest of the block zero (padding channels)."""
     for j in range(w):
         into[j] = source[b, t, c0 + j]
-    for j in range(w, WIDTH):
+    for j in range(w, width):
         into[j] = 0
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def scan_forward(step, u, A_t, B, C, D, z, y, checkpoints, has_D, has_z, save, chunk):
+def scan_forward(step, u, A_t, B, C, D, z, y, checkpoints, has_D, has_z, save, chunk, width):
     """y = (<h_t, C_t> + D u_t) * silu(z_t), h_t = exp(step_t A) h_{t-1} + step_t u_t B_t.
 
     ``checkpoints`` (batch, L/chunk rounded up, n, d) receives the state before every chunk's
@@ -89,56 +90,56 @@ def scan_forward(step, u, A_t, B, C, D, z, y, checkpoints, has_D, has_z, save, c
     """
     batch, length, d = u.shape
     n = A_t.shape[1]
-    blocks = (d + WIDTH - 1) // WIDTH
-    size = n * WIDTH
+    blocks = (d + width - 1) // width
+    size = n * width
     for item in prange(batch * blocks):
         b = item // blocks
-        c0 = (item % blocks) * WIDTH
-        w = min(WIDTH, d - c0)
+        c0 = (item % blocks) * width
+        w = min(width, d - c0)
         dtype = u.dtype
         h = np.zeros(size, dtype)
         rate = np.zeros(size, dtype)
         for k in range(n):
             for j in range(w):
-                rate[k * WIDTH + j] = A_t[b, k, c0 + j]
+                rate[k * width + j] = A_t[b, k, c0 + j]
         x = np.empty(size, dtype)
         decay = np.empty(size, dtype)
         bits = np.empty(size, np.int32)
         bits_f = bits.view(np.float32)
-        st = np.empty(WIDTH, dtype)
-        uu = np.empty(WIDTH, dtype)
-        drive = np.empty(WIDTH, dtype)
-        acc = np.empty(WIDTH, dtype)
+        st = np.empty(width, dtype)
+        uu = np.empty(width, dtype)
+        drive = np.empty(width, dtype)
+        acc = np.empty(width, dtype)
         for t in range(length):
             if save and t % chunk == 0:
                 for k in range(n):
                     for j in range(w):
-                        checkpoints[b, t // chunk, k, c0 + j] = h[k * WIDTH + j]
-            _load_block(step, b, t, c0, w, st)
-            _load_block(u, b, t, c0, w, uu)
-            for j in range(WIDTH):
+                        checkpoints[b, t // chunk, k, c0 + j] = h[k * width + j]
+            _load_block(step, b, t, c0, w, st, width)
+            _load_block(u, b, t, c0, w, uu, width)
+            for j in range(width):
                 drive[j] = st[j] * uu[j]
                 acc[j] = 0
             for k in range(n):
-                for j in range(WIDTH):
-                    x[k * WIDTH + j] = st[j] * rate[k * WIDTH + j]
+                for j in range(width):
+                    x[k * width + j] = st[j] * rate[k * width + j]
             exp_into(x, decay, bits, bits_f, size)
             for k in range(n):
                 bk = B[b, t, k]
                 ck = C[b, t, k]
-                for j in range(WIDTH):
-                    value = decay[k * WIDTH + j] * h[k * WIDTH + j] + drive[j] * bk
-                    h[k * WIDTH + j] = value
+                for j in range(width):
+                    value = decay[k * width + j] * h[k * width + j] + drive[j] * bk
+                    h[k * width + j] = value
                     acc[j] += value * ck
             if has_D:
                 for j in range(w):
                     acc[j] += D[c0 + j] * uu[j]
             if has_z:
-                _load_block(z, b, t, c0, w, st)
-                for j in range(WIDTH):
+                _load_block(z, b, t, c0, w, st, width)
+                for j in range(width):
                     x[j] = -st[j]
-                exp_into(x, decay, bits, bits_f, WIDTH)
-                for j in range(WIDTH):
+                exp_into(x, decay, bits, bits_f, width)
+                for j in range(width):
                     acc[j] *= st[j] / (decay[j] + 1)
             for j in range(w):
                 y[b, t, c0 + j] = acc[j]
@@ -159,6 +160,7 @@ def scan_backward(
     has_z,
     chunk,
     groups,
+    width,
     grad_u,
     grad_step,
     grad_z,
@@ -179,9 +181,9 @@ def scan_backward(
     """
     batch, length, d = u.shape
     n = A_t.shape[1]
-    blocks = (d + WIDTH - 1) // WIDTH
+    blocks = (d + width - 1) // width
     chunks = (length + chunk - 1) // chunk
-    size = n * WIDTH
+    size = n * width
     for item in prange(batch * groups):
         b = item // groups
         group = item % groups
@@ -192,27 +194,27 @@ def scan_backward(
         adjoint = np.empty(size, dtype)
         rate = np.empty(size, dtype)
         gA = np.empty(size, dtype)
-        gD = np.zeros(WIDTH, dtype)
+        gD = np.zeros(width, dtype)
         x = np.empty(size, dtype)
         bits = np.empty(size, np.int32)
         bits_f = bits.view(np.float32)
-        st = np.empty(WIDTH, dtype)
-        uu = np.empty(WIDTH, dtype)
-        zz = np.empty(WIDTH, dtype)
-        gate = np.empty(WIDTH, dtype)
-        drive = np.empty(WIDTH, dtype)
-        gy = np.empty(WIDTH, dtype)
-        g_drive = np.empty(WIDTH, dtype)
-        g_step = np.empty(WIDTH, dtype)
-        part_b = np.empty(WIDTH, dtype)
-        part_c = np.empty(WIDTH, dtype)
+        st = np.empty(width, dtype)
+        uu = np.empty(width, dtype)
+        zz = np.empty(width, dtype)
+        gate = np.empty(width, dtype)
+        drive = np.empty(width, dtype)
+        gy = np.empty(width, dtype)
+        g_drive = np.empty(width, dtype)
+        g_step = np.empty(width, dtype)
+        part_b = np.empty(width, dtype)
+        part_c = np.empty(width, dtype)
         for block in range(group, blocks, groups):
-            c0 = block * WIDTH
-            w = min(WIDTH, d - c0)
+            c0 = block * width
+            w = min(width, d - c0)
             rate[:] = 0
             for k in range(n):
                 for j in range(w):
-                    rate[k * WIDTH + j] = A_t[b, k, c0 + j]
+                    rate[k * width + j] = A_t[b, k, c0 + j]
             adjoint[:] = 0
             gA[:] = 0
             gD[:] = 0
@@ -222,52 +224,52 @@ def scan_backward(
                 first[:] = 0
                 for k in range(n):
                     for j in range(w):
-                        first[k * WIDTH + j] = checkpoints[b, ci, k, c0 + j]
+                        first[k * width + j] = checkpoints[b, ci, k, c0 + j]
                 # Recompute this chunk's states and decays from its checkpoint.
                 for i in range(tokens):
                     t = t0 + i
-                    _load_block(step, b, t, c0, w, st)
-                    _load_block(u, b, t, c0, w, uu)
-                    for j in range(WIDTH):
+                    _load_block(step, b, t, c0, w, st, width)
+                    _load_block(u, b, t, c0, w, uu, width)
+                    for j in range(width):
                         drive[j] = st[j] * uu[j]
                     for k in range(n):
-                        for j in range(WIDTH):
-                            x[k * WIDTH + j] = st[j] * rate[k * WIDTH + j]
+                        for j in range(width):
+                            x[k * width + j] = st[j] * rate[k * width + j]
                     decay = decays[i]
                     exp_into(x, decay, bits, bits_f, size)
                     previous = first if i == 0 else states[i - 1]
                     state = states[i]
                     for k in range(n):
                         bk = B[b, t, k]
-                        for j in range(WIDTH):
-                            kj = k * WIDTH + j
+                        for j in range(width):
+                            kj = k * width + j
                             state[kj] = decay[kj] * previous[kj] + drive[j] * bk
                 # The adjoint, backwards in time.
                 for i in range(tokens - 1, -1, -1):
                     t = t0 + i
-                    _load_block(step, b, t, c0, w, st)
-                    _load_block(u, b, t, c0, w, uu)
-                    _load_block(grad_y, b, t, c0, w, gy)
+                    _load_block(step, b, t, c0, w, st, width)
+                    _load_block(u, b, t, c0, w, uu, width)
+                    _load_block(grad_y, b, t, c0, w, gy, width)
                     state = states[i]
                     decay = decays[i]
                     previous = first if i == 0 else states[i - 1]
-                    for j in range(WIDTH):
+                    for j in range(width):
                         drive[j] = st[j] * uu[j]
                         g_drive[j] = 0
                         g_step[j] = 0
                     if has_z:
-                        _load_block(z, b, t, c0, w, zz)
-                        for j in range(WIDTH):
+                        _load_block(z, b, t, c0, w, zz, width)
+                        for j in range(width):
                             x[j] = -zz[j]
-                        exp_into(x, gate, bits, bits_f, WIDTH)
+                        exp_into(x, gate, bits, bits_f, width)
                         if has_D:
                             for j in range(w):
                                 g_step[j] = D[c0 + j] * uu[j]
                         for k in range(n):
                             ck = C[b, t, k]
-                            for j in range(WIDTH):
-                                g_step[j] += state[k * WIDTH + j] * ck
-                        for j in range(WIDTH):
+                            for j in range(width):
+                                g_step[j] += state[k * width + j] * ck
+                        for j in range(width):
                             sig = 1 / (gate[j] + 1)
                             gate[j] = gy[j] * g_step[j] * sig * (1 + zz[j] * (1 - sig))
                             gy[j] *= zz[j] * sig
@@ -280,8 +282,8 @@ def scan_backward(
                     for k in range(n):
                         ck = C[b, t, k]
                         bk = B[b, t, k]
-                        for j in range(WIDTH):
-                            kj = k * WIDTH + j
+                        for j in range(width):
+                            kj = k * width + j
                             g = adjoint[kj] + gy[j] * ck
                             part_c[j] = gy[j] * state[kj]
                             part_b[j] = g * drive[j]
@@ -304,6 +306,6 @@ def scan_backward(
                         grad_step[b, t, c0 + j] = g_step[j] + g_drive[j] * uu[j]
             for k in range(n):
                 for j in range(w):
-                    grad_A_t[b, k, c0 + j] = gA[k * WIDTH + j]
+                    grad_A_t[b, k, c0 + j] = gA[k * width + j]
             for j in range(w):
                 grad_D[b, c0 + j] = gD[j]

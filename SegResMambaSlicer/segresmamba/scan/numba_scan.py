@@ -22,7 +22,26 @@ AVAILABLE = importlib.util.find_spec("numba") is not None
 
 CHUNK = 128
 """Tokens between state checkpoints; the backward buffers one chunk's states and decays
-(2 x CHUNK x d_state x 16 channels per thread, 256 KiB in float32: they stay in L2)."""
+(2 x CHUNK x d_state x block width per thread: 768 KiB in float32 at width 48)."""
+
+ALIGN = 16
+"""Block widths are multiples of 16 channels: one AVX-512 vector (two AVX2 ones) of float32."""
+
+MAX_WIDTH = 128
+"""Widest block: keeps the backward's chunk buffers within about 2 MB per thread."""
+
+
+def block_width(channels: int, batch: int, threads: int) -> int:
+    """Channels per work item: as wide as possible while every thread gets work.
+
+    The kernels' loops run over a block's channels, and long loops are fast ones, so the
+    channels of each batch element are split into only as many blocks as the threads need
+    (d = 96 on two threads: two blocks of 48 at batch 1, one of 96 at batch 2).
+    """
+    parts = max(1, -(-threads // max(1, batch)))
+    width = -(-channels // parts)
+    width = -(-width // ALIGN) * ALIGN
+    return max(ALIGN, min(MAX_WIDTH, width))
 
 
 def _kernels():
@@ -62,7 +81,7 @@ class _FusedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         kernels = _kernels()
-        _set_threads()
+        threads = _set_threads()
         batch, length, d = u.shape
         n = A.shape[-1]
         work = torch.float64 if u.dtype == torch.float64 else torch.float32
@@ -86,6 +105,7 @@ class _FusedScan(torch.autograd.Function):
             z is not None,
             save,
             CHUNK,
+            block_width(d, batch, threads),
         )
         ctx.delta_softplus = delta_softplus
         ctx.A_batched = A.dim() == 3
@@ -103,7 +123,8 @@ class _FusedScan(torch.autograd.Function):
         work = checkpoints.dtype
         raw, step = _steps(delta, delta_bias, ctx.delta_softplus, work)
         A_t = A.to(work).expand(batch, d, n).transpose(1, 2).contiguous()
-        blocks = -(-d // kernels.WIDTH)
+        width = block_width(d, batch, threads)
+        blocks = -(-d // width)
         groups = max(1, min(blocks, threads))
         new = dict(dtype=work)
         grad_u = torch.empty((batch, length, d), **new)
@@ -127,6 +148,7 @@ class _FusedScan(torch.autograd.Function):
             z is not None,
             CHUNK,
             groups,
+            width,
             grad_u.numpy(),
             grad_step.numpy(),
             grad_z.numpy(),
