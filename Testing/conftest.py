@@ -13,6 +13,12 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+if not torch.cuda.is_available():
+    # Triton decorates its own library (tl.zeros, ...) once, when it is first imported, in the
+    # mode TRITON_INTERPRET gives then; any test may import it first, so without a GPU the
+    # interpreter is on for the whole session (the engine still never picks triton for CPU data).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

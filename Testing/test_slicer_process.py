@@ -151,7 +151,12 @@ def test_install_plan_never_replaces_what_slicer_ships(tmp_path):
     names = {spec.split(">=")[0].lower() for spec in plan.pip}
     assert names and not names & dependencies.SLICER_BUNDLED
     assert {"numpy", "simpleitk", "vtk"} <= dependencies.SLICER_BUNDLED
-    assert {m.requirement.distribution for m in plan.not_installable} == {"numpy", "SimpleITK"}
+    assert {m.requirement.distribution for m in plan.not_installable} == {
+        "numpy",
+        "SimpleITK",
+        "pydicom",
+    }
+    assert "highdicom>=0.25,<0.29" in plan.pip  # not Slicer's: installed, with its upper bound
     assert "monai>=1.4" in plan.pip and plan.torch == ">=2.1"
     pinned = dict(p.lower().split("==") for p in plan.pinned)
     for name in ("numpy", "simpleitk", "vtk"):

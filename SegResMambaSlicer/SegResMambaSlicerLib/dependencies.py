@@ -41,17 +41,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Requirement:
-    """A package the engine imports: distribution name (pip), import name, minimum version."""
+    """A package the engine imports: distribution name (pip), import name, minimum version, and
+    the first version known to break it (``below``), if any."""
 
     distribution: str
     module: str
     minimum: str
     purpose: str
+    below: str = ""
 
     @property
     def spec(self) -> str:
-        """The pip requirement, e.g. ``monai>=1.4``."""
-        return f"{self.distribution}>={self.minimum}"
+        """The pip requirement, e.g. ``monai>=1.4`` or ``pydicom>=3.0,<4``."""
+        upper = f",<{self.below}" if self.below else ""
+        return f"{self.distribution}>={self.minimum}{upper}"
 
 
 REQUIREMENTS: tuple[Requirement, ...] = (
@@ -66,6 +69,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("tqdm", "tqdm", "4.60", "progress reports"),
     Requirement("jsonschema", "jsonschema", "4.0", "checks the task and model registries"),
     Requirement("numba", "numba", "0.59", "compiles the selective scan's loop for CPUs"),
+    Requirement("pydicom", "pydicom", "3.0", "reads the source series of a DICOM SEG", below="4"),
+    Requirement("highdicom", "highdicom", "0.25", "writes DICOM SEG results", below="0.29"),
 )
 """Kept equal to ``pyproject.toml``'s dependencies (a test checks it)."""
 
