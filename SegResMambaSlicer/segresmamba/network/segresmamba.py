@@ -2,7 +2,7 @@
 
 The authors' public code builds its ToM layers but never calls them, has no second ToM per CMMB,
 and carries about 40 M parameters of an unused SegResNet encoder. This module follows
-``shared/design/segresmamba-network.md``: both ToMs live, and every parameter takes part.
+``docs/network.md``: both ToMs live, and every parameter takes part.
 """
 
 from __future__ import annotations
