@@ -16,7 +16,8 @@ def previous_causal_conv_silu(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return F.silu(conv(x.transpose(1, 2))[..., : x.shape[1]]).transpose(1, 2).contiguous()
 
 
-def test_fallback_equals_the_previous_output_exactly():
+def test_fallback_equals_the_previous_output_exactly(monkeypatch):
+    monkeypatch.setenv("SEGRESMAMBA_SCAN", "torch")  # the portable path (numba's is its own test)
     torch.manual_seed(0)
     conv = nn.Conv1d(6, 6, 4, groups=6, padding=3)
     x = torch.randn(2, 37, 6)
@@ -48,7 +49,7 @@ def test_backend_reports_the_fallback_without_the_package(monkeypatch):
     monkeypatch.setattr(causal_conv.importlib, "import_module", _missing)
     assert causal_conv.load_kernel() is None
     assert resolve_conv_backend("cuda") == "torch"
-    assert resolve_conv_backend("cpu") == "torch"
+    assert resolve_conv_backend("cpu") == "numba"  # CPU data never needs the package
 
 
 def test_kernel_choice_follows_the_scan_choice(monkeypatch):
@@ -57,7 +58,7 @@ def test_kernel_choice_follows_the_scan_choice(monkeypatch):
     monkeypatch.setattr(causal_conv, "_kernel_checked", True)
     monkeypatch.setattr(causal_conv, "_kernel", object())
     assert resolve_conv_backend("cuda") == "causal-conv1d"
-    assert resolve_conv_backend("cpu") == "torch"
+    assert resolve_conv_backend("cpu") == "numba"
     assert resolve_conv_backend("cuda", scan_backend="torch") == "torch"
     monkeypatch.setenv("SEGRESMAMBA_SCAN", "numba")
     assert resolve_conv_backend("cuda") == "torch"

@@ -1,9 +1,10 @@
 """The depthwise causal conv1d of every Mamba direction: causal-conv1d's CUDA kernel when that
-package is installed and the data is on a GPU, else ``nn.Conv1d`` with left padding.
+package is installed and the data is on a GPU, our numba kernel on CPUs where the numba scan
+runs, else ``nn.Conv1d`` with left padding.
 
-Both read the same ``nn.Conv1d`` weights (causal-conv1d takes them as (channels, width)), so one
-checkpoint serves either. The choice follows the scan's: forcing the portable scan
-(``SEGRESMAMBA_SCAN=torch`` or ``numba``) forces the portable conv too.
+All read the same ``nn.Conv1d`` weights (causal-conv1d takes them as (channels, width)), so one
+checkpoint serves any. The choice follows the scan's: forcing the portable scan
+(``SEGRESMAMBA_SCAN=torch`` or ``numba``) forces the matching conv too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONV_BACKENDS = ("causal-conv1d", "torch")
+from . import numba_scan
+
+CONV_BACKENDS = ("causal-conv1d", "numba", "torch")
 PORTABLE_SCANS = ("torch", "numba")
 """Scan backends that, when forced, force the nn.Conv1d path as well."""
 
@@ -39,11 +42,14 @@ def resolve_conv_backend(
     device: torch.device | str | None = None, scan_backend: str | None = None
 ) -> str:
     """``"causal-conv1d"`` on CUDA data when the package imports and no portable scan is forced
-    (by ``scan_backend`` or ``SEGRESMAMBA_SCAN``), else ``"torch"`` (nn.Conv1d)."""
+    (by ``scan_backend`` or ``SEGRESMAMBA_SCAN``); ``"numba"`` on CPU data when numba is installed
+    and no other scan is forced (where the numba scan runs); else ``"torch"`` (nn.Conv1d)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     requested = scan_backend or os.environ.get("SEGRESMAMBA_SCAN", "").strip().lower() or None
     if device.type == "cuda" and requested not in PORTABLE_SCANS and load_kernel() is not None:
         return "causal-conv1d"
+    if device.type == "cpu" and requested in (None, "numba") and numba_scan.AVAILABLE:
+        return "numba"
     return "torch"
 
 
@@ -56,7 +62,12 @@ def causal_conv_silu(
     contiguous, the layout the projections and the scan read fastest.
     """
     length = x.shape[1]
-    if resolve_conv_backend(x.device, scan_backend) == "causal-conv1d":
+    backend = resolve_conv_backend(x.device, scan_backend)
+    if backend == "numba":
+        from .numba_conv import causal_conv_silu_numba
+
+        return causal_conv_silu_numba(x, conv)
+    if backend == "causal-conv1d":
         weight = conv.weight.view(conv.weight.shape[0], conv.weight.shape[-1])
         out = load_kernel()(x.transpose(1, 2), weight, conv.bias, activation="silu")
         return out.transpose(1, 2).contiguous()

@@ -1,0 +1,149 @@
+"""SiLU(causal depthwise conv1d) on token-major tensors, compiled with numba, for CPUs.
+
+``nn.Conv1d`` wants channels-first data, so on ToM's token-major (batch, L, channels) tensors
+every call transposes in and out: two full copies per direction, on top of the conv itself. This
+kernel reads the tokens where they are (any strides: ToM passes a column slice of ``in_proj``'s
+output) and writes the result token-major; the backward recomputes the pre-activation instead
+of storing it. Same ``nn.Conv1d`` weights as every other path.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from numba import prange
+from torch import nn
+
+from .numba_kernels import exp_into
+
+TILE = 512
+"""Tokens per parallel work item."""
+
+
+@numba.njit(inline="always")
+def _pre_activation(x, weight_t, bias, b, t, acc):  # pragma: no cover - compiled
+    """acc[c] = bias[c] + sum_k weight_t[k, c] * x[b, t - (K - 1) + k, c] (zero before token 0)."""
+    width, channels = weight_t.shape
+    for c in range(channels):
+        acc[c] = bias[c]
+    for k in range(width):
+        source = t - (width - 1) + k
+        if source >= 0:
+            for c in range(channels):
+                acc[c] += weight_t[k, c] * x[b, source, c]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def conv_silu_forward(x, weight_t, bias, out):  # pragma: no cover - compiled
+    """out = SiLU(causal conv(x)); x (batch, L, d) any strides, weight_t (K, d), out contiguous."""
+    batch, length, channels = x.shape
+    tiles = (length + TILE - 1) // TILE
+    for item in prange(batch * tiles):
+        b = item // tiles
+        t0 = (item % tiles) * TILE
+        acc = np.empty(channels, out.dtype)
+        neg = np.empty(channels, out.dtype)
+        e = np.empty(channels, out.dtype)
+        bits = np.empty(channels, np.int32)
+        bits_f = bits.view(np.float32)
+        for t in range(t0, min(length, t0 + TILE)):
+            _pre_activation(x, weight_t, bias, b, t, acc)
+            for c in range(channels):
+                neg[c] = -acc[c]
+            exp_into(neg, e, bits, bits_f, channels)
+            for c in range(channels):
+                out[b, t, c] = acc[c] / (e[c] + 1)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def conv_silu_backward(
+    x, weight_t, bias, grad_out, grad_pre, grad_x, grad_w_parts, grad_b_parts
+):  # pragma: no cover - compiled
+    """Gradients of :func:`conv_silu_forward`. Pass 1 (per tile): grad_pre = grad_out *
+    SiLU'(pre) and this tile's share of the weight and bias gradients, in its own slice of
+    ``grad_w_parts`` (items, K, d) / ``grad_b_parts`` (items, d). Pass 2: grad_x[s] =
+    sum_k weight_t[k] * grad_pre[s + K - 1 - k]."""
+    batch, length, channels = x.shape
+    width = weight_t.shape[0]
+    tiles = (length + TILE - 1) // TILE
+    for item in prange(batch * tiles):
+        b = item // tiles
+        t0 = (item % tiles) * TILE
+        acc = np.empty(channels, grad_pre.dtype)
+        neg = np.empty(channels, grad_pre.dtype)
+        e = np.empty(channels, grad_pre.dtype)
+        bits = np.empty(channels, np.int32)
+        bits_f = bits.view(np.float32)
+        for t in range(t0, min(length, t0 + TILE)):
+            _pre_activation(x, weight_t, bias, b, t, acc)
+            for c in range(channels):
+                neg[c] = -acc[c]
+            exp_into(neg, e, bits, bits_f, channels)
+            for c in range(channels):
+                sig = 1 / (e[c] + 1)
+                g = grad_out[b, t, c] * sig * (1 + acc[c] * (1 - sig))
+                grad_pre[b, t, c] = g
+                grad_b_parts[item, c] += g
+            for k in range(width):
+                source = t - (width - 1) + k
+                if source >= 0:
+                    for c in range(channels):
+                        grad_w_parts[item, k, c] += grad_pre[b, t, c] * x[b, source, c]
+    for item in prange(batch * tiles):
+        b = item // tiles
+        t0 = (item % tiles) * TILE
+        for s in range(t0, min(length, t0 + TILE)):
+            for c in range(channels):
+                grad_x[b, s, c] = 0
+            for k in range(width):
+                target = s + (width - 1) - k
+                if target < length:
+                    for c in range(channels):
+                        grad_x[b, s, c] += weight_t[k, c] * grad_pre[b, target, c]
+
+
+class _ConvSilu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        channels, width = weight.shape[0], weight.shape[-1]
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        xw = x.detach().to(work)
+        weight_t = weight.detach().to(work).reshape(channels, width).t().contiguous()
+        bias_w = bias.detach().to(work) if bias is not None else torch.zeros(channels, dtype=work)
+        out = torch.empty(x.shape, dtype=work)
+        conv_silu_forward(xw.numpy(), weight_t.numpy(), bias_w.numpy(), out.numpy())
+        ctx.save_for_backward(x, weight, bias)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, bias = ctx.saved_tensors
+        channels, width = weight.shape[0], weight.shape[-1]
+        batch, length, _ = x.shape
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        weight_t = weight.to(work).reshape(channels, width).t().contiguous()
+        bias_w = bias.to(work) if bias is not None else torch.zeros(channels, dtype=work)
+        items = batch * -(-length // TILE)
+        grad_pre = torch.empty((batch, length, channels), dtype=work)
+        grad_x = torch.empty((batch, length, channels), dtype=work)
+        grad_w = torch.zeros((items, width, channels), dtype=work)
+        grad_b = torch.zeros((items, channels), dtype=work)
+        conv_silu_backward(
+            x.to(work).numpy(),
+            weight_t.numpy(),
+            bias_w.numpy(),
+            grad_out.to(work).numpy(),
+            grad_pre.numpy(),
+            grad_x.numpy(),
+            grad_w.numpy(),
+            grad_b.numpy(),
+        )
+        grad_weight = grad_w.sum(0).t().reshape(weight.shape).to(weight.dtype)
+        grad_bias = grad_b.sum(0).to(bias.dtype) if bias is not None else None
+        return grad_x.to(x.dtype), grad_weight, grad_bias
+
+
+def causal_conv_silu_numba(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) CPU tensors."""
+    return _ConvSilu.apply(x, conv.weight, conv.bias)
