@@ -34,6 +34,15 @@ def _pre_activation(x, weight_t, bias, b, t, acc):  # pragma: no cover - compile
                 acc[c] += weight_t[k, c] * x[b, source, c]
 
 
+@numba.njit(inline="always")
+def _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f):  # pragma: no cover
+    """acc = the pre-activation of token t, e = exp(-acc): SiLU(acc) = acc / (1 + e)."""
+    _pre_activation(x, weight_t, bias, b, t, acc)
+    for c in range(acc.shape[0]):
+        neg[c] = -acc[c]
+    exp_into(neg, e, bits, bits_f, acc.shape[0])
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def conv_silu_forward(x, weight_t, bias, out):  # pragma: no cover - compiled
     """out = SiLU(causal conv(x)); x (batch, L, d) any strides, weight_t (K, d), out contiguous."""
@@ -48,10 +57,7 @@ def conv_silu_forward(x, weight_t, bias, out):  # pragma: no cover - compiled
         bits = np.empty(channels, np.int32)
         bits_f = bits.view(np.float32)
         for t in range(t0, min(length, t0 + TILE)):
-            _pre_activation(x, weight_t, bias, b, t, acc)
-            for c in range(channels):
-                neg[c] = -acc[c]
-            exp_into(neg, e, bits, bits_f, channels)
+            _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f)
             for c in range(channels):
                 out[b, t, c] = acc[c] / (e[c] + 1)
 
@@ -76,10 +82,7 @@ def conv_silu_backward(
         bits = np.empty(channels, np.int32)
         bits_f = bits.view(np.float32)
         for t in range(t0, min(length, t0 + TILE)):
-            _pre_activation(x, weight_t, bias, b, t, acc)
-            for c in range(channels):
-                neg[c] = -acc[c]
-            exp_into(neg, e, bits, bits_f, channels)
+            _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f)
             for c in range(channels):
                 sig = 1 / (e[c] + 1)
                 g = grad_out[b, t, c] * sig * (1 + acc[c] * (1 - sig))
