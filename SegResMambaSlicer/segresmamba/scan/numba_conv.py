@@ -35,6 +35,20 @@ def _pre_activation(x, weight_t, bias, b, t, acc):  # pragma: no cover - compile
 
 
 @numba.njit(inline="always")
+def _scratch(channels, dtype):  # pragma: no cover - compiled
+    """One token's buffers for :func:`_pre_and_decay`: acc, e, neg, and exp's int32 scratch with
+    its float32 view."""
+    bits = np.empty(channels, np.int32)
+    return (
+        np.empty(channels, dtype),
+        np.empty(channels, dtype),
+        np.empty(channels, dtype),
+        bits,
+        bits.view(np.float32),
+    )
+
+
+@numba.njit(inline="always")
 def _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f):  # pragma: no cover
     """acc = the pre-activation of token t, e = exp(-acc): SiLU(acc) = acc / (1 + e)."""
     _pre_activation(x, weight_t, bias, b, t, acc)
@@ -51,11 +65,7 @@ def conv_silu_forward(x, weight_t, bias, out):  # pragma: no cover - compiled
     for item in prange(batch * tiles):
         b = item // tiles
         t0 = (item % tiles) * TILE
-        acc = np.empty(channels, out.dtype)
-        neg = np.empty(channels, out.dtype)
-        e = np.empty(channels, out.dtype)
-        bits = np.empty(channels, np.int32)
-        bits_f = bits.view(np.float32)
+        acc, e, neg, bits, bits_f = _scratch(channels, out.dtype)
         for t in range(t0, min(length, t0 + TILE)):
             _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f)
             for c in range(channels):
@@ -76,11 +86,7 @@ def conv_silu_backward(
     for item in prange(batch * tiles):
         b = item // tiles
         t0 = (item % tiles) * TILE
-        acc = np.empty(channels, grad_pre.dtype)
-        neg = np.empty(channels, grad_pre.dtype)
-        e = np.empty(channels, grad_pre.dtype)
-        bits = np.empty(channels, np.int32)
-        bits_f = bits.view(np.float32)
+        acc, e, neg, bits, bits_f = _scratch(channels, grad_pre.dtype)
         for t in range(t0, min(length, t0 + TILE)):
             _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f)
             for c in range(channels):
@@ -106,16 +112,21 @@ def conv_silu_backward(
                         grad_x[b, s, c] += weight_t[k, c] * grad_pre[b, target, c]
 
 
+def _operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """The work dtype, and the conv's weight as (K, d) and bias as (d,) numpy arrays in it."""
+    channels, width = weight.shape[0], weight.shape[-1]
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    weight_t = weight.detach().to(work).reshape(channels, width).t().contiguous()
+    bias_w = bias.detach().to(work) if bias is not None else torch.zeros(channels, dtype=work)
+    return work, weight_t.numpy(), bias_w.numpy()
+
+
 class _ConvSilu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
-        channels, width = weight.shape[0], weight.shape[-1]
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        xw = x.detach().to(work)
-        weight_t = weight.detach().to(work).reshape(channels, width).t().contiguous()
-        bias_w = bias.detach().to(work) if bias is not None else torch.zeros(channels, dtype=work)
+        work, weight_t, bias_w = _operands(x, weight, bias)
         out = torch.empty(x.shape, dtype=work)
-        conv_silu_forward(xw.numpy(), weight_t.numpy(), bias_w.numpy(), out.numpy())
+        conv_silu_forward(x.detach().to(work).numpy(), weight_t, bias_w, out.numpy())
         ctx.save_for_backward(x, weight, bias)
         return out.to(x.dtype)
 
@@ -124,9 +135,7 @@ class _ConvSilu(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         channels, width = weight.shape[0], weight.shape[-1]
         batch, length, _ = x.shape
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        weight_t = weight.to(work).reshape(channels, width).t().contiguous()
-        bias_w = bias.to(work) if bias is not None else torch.zeros(channels, dtype=work)
+        work, weight_t, bias_w = _operands(x, weight, bias)
         items = batch * -(-length // TILE)
         grad_pre = torch.empty((batch, length, channels), dtype=work)
         grad_x = torch.empty((batch, length, channels), dtype=work)
@@ -134,8 +143,8 @@ class _ConvSilu(torch.autograd.Function):
         grad_b = torch.zeros((items, channels), dtype=work)
         conv_silu_backward(
             x.to(work).numpy(),
-            weight_t.numpy(),
-            bias_w.numpy(),
+            weight_t,
+            bias_w,
             grad_out.to(work).numpy(),
             grad_pre.numpy(),
             grad_x.numpy(),
