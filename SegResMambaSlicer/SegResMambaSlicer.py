@@ -104,7 +104,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
-        self._statistics = []  # the last result's per-segment statistics (engine rows)
+        self._statistics = []  # the last result's per-segment statistics rows
         self.saveStatisticsButton = qt.QPushButton("Save statistics...")
         self.saveStatisticsButton.toolTip = "Save the last result's statistics as CSV or JSON"
         self.saveStatisticsButton.enabled = False
@@ -458,16 +458,24 @@ class SegResMambaSlicerLogic(ScriptedLoadableModuleLogic):
         return process
 
     def showStatistics(self, node, reference, task) -> list:
-        """Show the result's statistics table (the command line's ``--statistics`` numbers)
-        beside the views; returns its rows, or [] with a warning when they cannot be computed."""
-        from SegResMambaSlicerLib.statistics import result_statistics, statistics_table_node
+        """Show the result's statistics table (the command line's ``--statistics`` columns,
+        measured by Segment Statistics) beside the views; returns its rows, or [] with a warning
+        when they cannot be computed."""
+        from SegResMambaSlicerLib.statistics import (
+            result_statistics,
+            segment_statistics_logic,
+            statistics_table_node,
+        )
 
         try:
-            rows = result_statistics(slicer.mrmlScene, node, reference, task)
+            logic = segment_statistics_logic()  # Slicer's own measures where the module is loaded
+            rows = result_statistics(slicer.mrmlScene, node, reference, task, logic=logic)
         except Exception as error:  # statistics must never cost the user the segmentation
             logging.warning(f"SegResMamba: no statistics for {node.GetName()}: {error}")
             return []
-        table = statistics_table_node(slicer.mrmlScene, rows, f"{node.GetName()} statistics")
+        source = "engine" if logic is None else "Segment Statistics"
+        name = f"{node.GetName()} statistics"
+        table = statistics_table_node(slicer.mrmlScene, rows, name, source=source)
         layoutManager = slicer.app.layoutManager()
         if layoutManager:
             layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PhantomCheck", "check_phantom", "self_test_blocker"]
+__all__ = [
+    "PhantomCheck",
+    "check_phantom",
+    "self_test_blocker",
+    "statistics_problems",
+    "compare_statistics",
+]
 
 
 @dataclass
@@ -115,6 +121,7 @@ def check_phantom(
     if segmentation.GetNumberOfSegments():
         problems += _grid_problems(segmentation.GetNthSegment(0), volume)
 
+    problems += statistics_problems(scene, node, volume, task)
     labels = segmentation_to_labels(scene, node, task, volume)
     import SimpleITK as sitk
 
@@ -152,4 +159,41 @@ def _grid_problems(segment, volume) -> list[str]:
     expected = (0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
     if tuple(image.GetExtent()) != expected:
         problems.append(f"segment extent {tuple(image.GetExtent())}, CT extent {expected}")
+    return problems
+
+
+def statistics_problems(scene, node, volume, task) -> list[str]:
+    """Where Slicer's Segment Statistics is loaded, its numbers for the result must agree with
+    the engine's (``--statistics``): counts and volumes exactly, mean and standard deviation to
+    rounding, the histogram percentiles to within a bin. Without the module there is nothing to
+    compare (the engine's table is what the module shows then)."""
+    from .statistics import result_statistics, segment_statistics_logic
+
+    logic = segment_statistics_logic()
+    if logic is None:
+        return []
+    engine = result_statistics(scene, node, volume, task)
+    return compare_statistics(engine, result_statistics(scene, node, volume, task, logic=logic))
+
+
+def compare_statistics(engine: list, slicer: list) -> list[str]:
+    """What differs, beyond the tolerances of :func:`statistics_problems`, between the engine's
+    rows and the same rows measured by Segment Statistics."""
+    problems = []
+    for ours, theirs in zip(engine, slicer):
+        volumes_differ = abs(ours.volume_ml - theirs.volume_ml) > 1e-3  # rounding only
+        if ours.voxel_count != theirs.voxel_count or volumes_differ:
+            problems.append(
+                f"Segment Statistics measures {theirs.segment} as {theirs.voxel_count} voxels "
+                f"({theirs.volume_ml} mL), the engine {ours.voxel_count} ({ours.volume_ml} mL)"
+            )
+        if not ours.voxel_count:
+            continue
+        span = ours.p95 - ours.p5
+        limits = {"mean": 1e-3, "std": 1e-3 + 1e-3 * ours.std, "p5": 1 + 0.02 * span}
+        limits["p95"] = limits["p5"]
+        for measure, limit in limits.items():
+            a, b = getattr(ours, measure), getattr(theirs, measure)
+            if abs(a - b) > limit:
+                problems.append(f"{ours.segment} {measure}: Segment Statistics {b}, the engine {a}")
     return problems
