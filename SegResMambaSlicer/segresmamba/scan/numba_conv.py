@@ -15,7 +15,7 @@ import torch
 from numba import prange
 from torch import nn
 
-from .numba_kernels import exp_into
+from .numba_math import exp_into
 
 TILE = 512
 """Tokens per parallel work item."""
@@ -36,25 +36,17 @@ def _pre_activation(x, weight_t, bias, b, t, acc):  # pragma: no cover - compile
 
 @numba.njit(inline="always")
 def _scratch(channels, dtype):  # pragma: no cover - compiled
-    """One token's buffers for :func:`_pre_and_decay`: acc, e, neg, and exp's int32 scratch with
-    its float32 view."""
-    bits = np.empty(channels, np.int32)
-    return (
-        np.empty(channels, dtype),
-        np.empty(channels, dtype),
-        np.empty(channels, dtype),
-        bits,
-        bits.view(np.float32),
-    )
+    """One token's buffers for :func:`_pre_and_decay`: acc, e and neg."""
+    return np.empty(channels, dtype), np.empty(channels, dtype), np.empty(channels, dtype)
 
 
 @numba.njit(inline="always")
-def _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f):  # pragma: no cover
+def _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg):  # pragma: no cover - compiled
     """acc = the pre-activation of token t, e = exp(-acc): SiLU(acc) = acc / (1 + e)."""
     _pre_activation(x, weight_t, bias, b, t, acc)
     for c in range(acc.shape[0]):
         neg[c] = -acc[c]
-    exp_into(neg, e, bits, bits_f, acc.shape[0])
+    exp_into(neg, e, acc.shape[0])
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -65,9 +57,9 @@ def conv_silu_forward(x, weight_t, bias, out):  # pragma: no cover - compiled
     for item in prange(batch * tiles):
         b = item // tiles
         t0 = (item % tiles) * TILE
-        acc, e, neg, bits, bits_f = _scratch(channels, out.dtype)
+        acc, e, neg = _scratch(channels, out.dtype)
         for t in range(t0, min(length, t0 + TILE)):
-            _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f)
+            _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg)
             for c in range(channels):
                 out[b, t, c] = acc[c] / (e[c] + 1)
 
@@ -86,9 +78,9 @@ def conv_silu_backward(
     for item in prange(batch * tiles):
         b = item // tiles
         t0 = (item % tiles) * TILE
-        acc, e, neg, bits, bits_f = _scratch(channels, grad_pre.dtype)
+        acc, e, neg = _scratch(channels, grad_pre.dtype)
         for t in range(t0, min(length, t0 + TILE)):
-            _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg, bits, bits_f)
+            _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg)
             for c in range(channels):
                 sig = 1 / (e[c] + 1)
                 g = grad_out[b, t, c] * sig * (1 + acc[c] * (1 - sig))

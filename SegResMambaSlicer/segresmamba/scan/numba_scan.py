@@ -2,7 +2,8 @@
 
 The portable torch scan needs many full passes over (tokens x channels x state) tensors because
 PyTorch cannot fuse a recurrence. Here one compiled loop per pass does everything
-(:mod:`.numba_kernels`): the decays ``exp(step * A)`` are computed inline, the state lives in a
+(:mod:`.numba_kernels`): the step softplus(delta + bias) and the decays ``exp(step * A)`` are
+computed inline, the state lives in a
 small per-thread array, and the forward keeps only one state every ``CHUNK`` tokens. The backward
 recomputes each chunk's states from that checkpoint and runs the adjoint recurrence in reverse
 time, giving every gradient itself; autograd never sees the per-token states.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 
 import torch
-import torch.nn.functional as F
 
 AVAILABLE = importlib.util.find_spec("numba") is not None
 
@@ -59,15 +59,6 @@ def _set_threads() -> int:
     return threads
 
 
-def _steps(delta: torch.Tensor, delta_bias, softplus: bool, work: torch.dtype):
-    """The raw step (delta + bias) and the step the recurrence uses, (batch, L, d) contiguous."""
-    raw = delta.to(work)
-    if delta_bias is not None:
-        raw = raw + delta_bias.to(work)
-    step = F.softplus(raw) if softplus else raw
-    return raw, step.contiguous()
-
-
 def _array(t: torch.Tensor | None, work: torch.dtype, like_shape: tuple[int, ...]):
     """A contiguous numpy view in the work dtype, or a one-element stand-in when ``t`` is None."""
     if t is None:
@@ -85,14 +76,14 @@ class _FusedScan(torch.autograd.Function):
         batch, length, d = u.shape
         n = A.shape[-1]
         work = torch.float64 if u.dtype == torch.float64 else torch.float32
-        _, step = _steps(delta.detach(), delta_bias, delta_softplus, work)
         A_t = A.detach().to(work).expand(batch, d, n).transpose(1, 2).contiguous()
         save = any(ctx.needs_input_grad)
         chunks = -(-length // CHUNK) if save else 1
         checkpoints = torch.empty((batch, chunks, n, d), dtype=work)
         y = torch.empty((batch, length, d), dtype=work)
         kernels.scan_forward(
-            step.numpy(),
+            _array(delta, work, (1, 1, 1)),
+            _array(delta_bias, work, (1,)),
             _array(u, work, (1, 1, 1)),
             A_t.numpy(),
             _array(B, work, (1, 1, 1)),
@@ -101,6 +92,8 @@ class _FusedScan(torch.autograd.Function):
             _array(z, work, (1, 1, 1)),
             y.numpy(),
             checkpoints.numpy(),
+            delta_bias is not None,
+            delta_softplus,
             D is not None,
             z is not None,
             save,
@@ -121,21 +114,22 @@ class _FusedScan(torch.autograd.Function):
         batch, length, d = u.shape
         n = A.shape[-1]
         work = checkpoints.dtype
-        raw, step = _steps(delta, delta_bias, ctx.delta_softplus, work)
         A_t = A.to(work).expand(batch, d, n).transpose(1, 2).contiguous()
         width = block_width(d, batch, threads)
         blocks = -(-d // width)
         groups = max(1, min(blocks, threads))
         new = dict(dtype=work)
         grad_u = torch.empty((batch, length, d), **new)
-        grad_step = torch.empty((batch, length, d), **new)
+        grad_delta = torch.empty((batch, length, d), **new)
         grad_z = torch.empty((batch, length, d) if z is not None else (1, 1, 1), **new)
         grad_A_t = torch.empty((batch, n, d), **new)
         grad_D = torch.empty((batch, d), **new)
+        grad_bias = torch.empty((batch, d), **new)
         grad_B = torch.zeros((groups, batch, length, n), **new)
         grad_C = torch.zeros((groups, batch, length, n), **new)
         kernels.scan_backward(
-            step.numpy(),
+            _array(delta, work, (1, 1, 1)),
+            _array(delta_bias, work, (1,)),
             _array(u, work, (1, 1, 1)),
             A_t.numpy(),
             _array(B, work, (1, 1, 1)),
@@ -144,28 +138,29 @@ class _FusedScan(torch.autograd.Function):
             _array(z, work, (1, 1, 1)),
             _array(grad_out, work, (1, 1, 1)),
             checkpoints.numpy(),
+            delta_bias is not None,
+            ctx.delta_softplus,
             D is not None,
             z is not None,
             CHUNK,
             groups,
             width,
             grad_u.numpy(),
-            grad_step.numpy(),
+            grad_delta.numpy(),
             grad_z.numpy(),
             grad_A_t.numpy(),
             grad_D.numpy(),
+            grad_bias.numpy(),
             grad_B.numpy(),
             grad_C.numpy(),
         )
-        if ctx.delta_softplus:
-            grad_step.mul_(torch.sigmoid(raw))
         grad_A = grad_A_t.transpose(1, 2)
         if not ctx.A_batched:
             grad_A = grad_A.sum(0)
-        grad_bias = grad_step.sum(dim=(0, 1)) if delta_bias is not None else None
+        grad_bias = grad_bias.sum(0) if delta_bias is not None else None
         return (
             grad_u.to(u.dtype),
-            grad_step.to(delta.dtype),
+            grad_delta.to(delta.dtype),
             grad_A.to(A.dtype),
             grad_B.sum(0).to(B.dtype),
             grad_C.sum(0).to(C.dtype),
