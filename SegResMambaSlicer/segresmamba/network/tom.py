@@ -118,18 +118,21 @@ class TriOrientedMamba(nn.Module):
         spatial = tuple(spatial)
         # Token-major (batch, L, channels) throughout: the layout nn.Linear and the scan share.
         tokens = self.norm(x.flatten(2).transpose(1, 2))
-        xz = self.in_proj(tokens)  # (batch, L, 2 * d_inner)
+        # in_proj as two products (its x and z rows), so that x and z are each contiguous
+        # (batch, L, d_inner) tensors: the scan reads z in place instead of copying a slice.
+        weight_x, weight_z = self.in_proj.weight.split(self.d_inner, dim=0)
+        x_in, z_in = F.linear(tokens, weight_x), F.linear(tokens, weight_z)
         mixed = None
         for suffix in DIRECTIONS:
-            y = self._direction(to_token_order(xz, spatial, suffix), suffix)
-            y = from_token_order(y, spatial, suffix)
+            x_dir = to_token_order(x_in, spatial, suffix)
+            z_dir = to_token_order(z_in, spatial, suffix)
+            y = from_token_order(self._direction(x_dir, z_dir, suffix), spatial, suffix)
             mixed = y if mixed is None else mixed + y
         out = self.out_proj(mixed).transpose(1, 2).reshape(x.shape)
         return out + x if self.residual else out
 
-    def _direction(self, xz: torch.Tensor, suffix: str) -> torch.Tensor:
-        """One Mamba pass over (batch, L, 2 * d_inner) tokens already in this direction's order."""
-        x, z = xz.split(self.d_inner, dim=-1)
+    def _direction(self, x: torch.Tensor, z: torch.Tensor, suffix: str) -> torch.Tensor:
+        """One Mamba pass over x and z (batch, L, d_inner), already in this direction's order."""
         x = causal_conv_silu(x, getattr(self, f"conv1d{suffix}"), self.scan_backend)
         x_dbl = F.linear(x, getattr(self, f"x_proj{suffix}").weight)  # (batch, L, r + 2n)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
