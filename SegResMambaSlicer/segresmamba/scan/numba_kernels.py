@@ -188,8 +188,8 @@ def scan_backward(
         gA = np.empty(size, dtype)
         gD = np.zeros(width, dtype)
         gBias = np.zeros(width, dtype)
-        raw = np.empty(width, dtype)
-        st = np.empty(width, dtype)
+        raws = np.empty((chunk, width), dtype)  # the chunk's delta + bias and steps, computed
+        steps = np.empty((chunk, width), dtype)  # once for the recompute and the adjoint
         uu = np.empty(width, dtype)
         drive = np.empty(width, dtype)
         gy = np.empty(width, dtype)
@@ -218,7 +218,8 @@ def scan_backward(
                 # Recompute this chunk's states and decays from its checkpoint.
                 for i in range(tokens):
                     t = t0 + i
-                    _load_step(delta, bias, has_bias, use_softplus, b, t, c0, w, raw, st, width)
+                    st = steps[i]
+                    _load_step(delta, bias, has_bias, use_softplus, b, t, c0, w, raws[i], st, width)
                     _load_block(u, b, t, c0, w, uu, width)
                     for j in range(width):
                         drive[j] = st[j] * uu[j]
@@ -234,7 +235,8 @@ def scan_backward(
                 # The adjoint, backwards in time.
                 for i in range(tokens - 1, -1, -1):
                     t = t0 + i
-                    _load_step(delta, bias, has_bias, use_softplus, b, t, c0, w, raw, st, width)
+                    raw = raws[i]
+                    st = steps[i]
                     _load_block(u, b, t, c0, w, uu, width)
                     _load_block(grad_y, b, t, c0, w, gy, width)
                     state = states[i]
