@@ -181,3 +181,36 @@ def test_markdown_rebuild_ignores_json_that_is_not_a_bench_run(tmp_path):
     (tmp_path / "benchmarks" / "2026-01-01-e2e-cpu.json").write_text('{"results": []}')
     markdown = regenerate_markdown(tmp_path)
     assert markdown.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
+def test_added_peak_ignores_what_peaked_before() -> None:
+    import numpy as np
+
+    from segresmamba.bench.measure import added_peak_rss_gb
+
+    big = np.ones(400 * 2**20 // 8)  # a 400 MiB peak before the step
+    del big
+    added = added_peak_rss_gb(lambda: np.ones(100 * 2**20 // 8).sum())
+    assert 0.08 < added < 0.2  # the step's own 100 MiB (0.098 GB), not the earlier 400
+
+
+def test_fused_scan_measurement_reports_time_and_memory() -> None:
+    import torch
+
+    from segresmamba.bench.scan_bench import (
+        make_scan_inputs,
+        run_numba_scan,
+        scan_entry,
+        to_entry_layout,
+    )
+
+    _, token_major = scan_entry()
+    inputs = to_entry_layout(make_scan_inputs(50_000, 96, 16, 1, 0), token_major)
+    grad_out = torch.ones(tuple(inputs["u"].shape))
+    result = run_numba_scan(inputs, token_major, grad_out, repeats=1)
+    assert result["numba_vs_torch_max_abs_diff"] < 1e-4
+    # forward: at least its output (50,000 x 96 float32 = 0.019 GB); the backward also
+    # returns a gradient per input, so it adds more.
+    assert 0.015 < result["numba_forward_added_rss_gb"] < 0.2
+    assert result["numba_forward_backward_added_rss_gb"] > result["numba_forward_added_rss_gb"]

@@ -8,6 +8,7 @@ MONAI baseline, which is reported separately as the RSS before the timed work.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import statistics
@@ -42,6 +43,38 @@ def current_rss_gb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / GIB
     except (OSError, ValueError, IndexError):
         return peak_rss_gb()
+
+
+def _high_water_gb() -> float:
+    """VmHWM from /proc/self/status: the peak resident set since the last reset."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / GIB
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def added_peak_rss_gb(step: Callable[[], object]) -> float | None:
+    """How far the resident set rose, at its highest, above its level before ``step``.
+
+    ``ru_maxrss`` only ever grows, so a step that peaks lower than something earlier in the
+    process (numba's compiler, a bigger torch scan) would read as free. Linux resets the peak on
+    request (``/proc/self/clear_refs``, value 5); elsewhere this returns None. Memory the
+    allocator keeps from earlier calls would hide the step's own, so it goes back to the system
+    first (glibc's ``malloc_trim``).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        before = current_rss_gb()
+        step()
+        return max(0.0, _high_water_gb() - before)
+    except OSError:
+        return None
 
 
 def timed_runs(step: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:

@@ -225,7 +225,7 @@ def render_run(run: dict, link: str | None = None) -> str:
                 f"of {scan.get('repeats', '?')}): forward {scan['numba_forward_s_median']:.3f} s, "
                 f"forward + backward {scan['numba_forward_backward_s_median']:.3f} s (torch "
                 f"{scan['torch_forward_backward_s_median']:.3f} s); largest difference to the "
-                f"torch scan {scan['numba_vs_torch_max_abs_diff']:.1e}.",
+                f"torch scan {scan['numba_vs_torch_max_abs_diff']:.1e}{_numba_memory(scan)}.",
                 "",
             ]
         elif "numba_error" in scan:
@@ -233,6 +233,15 @@ def render_run(run: dict, link: str | None = None) -> str:
     elif scan:
         lines += [f"Selective scan benchmark failed: {scan['error']}", ""]
     return "\n".join(lines)
+
+
+def _numba_memory(scan: dict) -> str:
+    """The fused scan's added peak RSS, where the run measured it (runs after 2026-12-06)."""
+    forward = scan.get("numba_forward_added_rss_gb")
+    both = scan.get("numba_forward_backward_added_rss_gb")
+    if forward is None or both is None:
+        return ""
+    return f"; added peak RSS {forward:.3f} GB forward, {both:.3f} GB forward + backward"
 
 
 def _load_runs(bench_dir: Path) -> list[tuple[dict, Path]]:

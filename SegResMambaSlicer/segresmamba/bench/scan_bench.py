@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .measure import current_rss_gb, peak_rss_gb, timed_runs
+from .measure import added_peak_rss_gb, current_rss_gb, peak_rss_gb, timed_runs
 
 DEFAULT_LENGTH = 110_592
 DEFAULT_D = 96
@@ -135,11 +135,19 @@ def run_numba_scan(
     with torch.inference_mode():
         difference = float((forward() - torch_scan(inputs, token_major)).abs().max())
     trained = time_forward_backward(inputs, token_major, "numba", grad_out, repeats)
+    grad_inputs = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
+
+    def forward_backward() -> None:
+        torch_scan(grad_inputs, token_major, "numba").backward(grad_out)
+
     return {
         "numba_forward_s_median": statistics.median(forward_times),
         "numba_forward_s_all": forward_times,
         **{f"numba_{k}": v for k, v in trained.items()},
         "numba_vs_torch_max_abs_diff": difference,
+        # after the timings (kernels compiled): the peak above the level before each call
+        "numba_forward_added_rss_gb": added_peak_rss_gb(forward),
+        "numba_forward_backward_added_rss_gb": added_peak_rss_gb(forward_backward),
     }
 
 
