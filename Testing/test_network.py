@@ -10,6 +10,7 @@ from segresmamba import SegResMamba, TriOrientedMamba
 from segresmamba.network import (
     SIZE_MULTIPLE,
     causal_conv_silu,
+    direction_order,
     from_token_order,
     to_token_order,
 )
@@ -207,3 +208,39 @@ def test_scan_backends_give_the_same_model_output():
             outputs[backend] = model(x)
     model.set_scan_backend(None)
     torch.testing.assert_close(outputs["numba"], outputs["torch"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", ["", "_b", "_s"])
+def test_direction_order_lists_the_rows_to_token_order_visits(suffix):
+    spatial = (3, 4, 5)
+    tokens = torch.randn(2, 60, 3)
+    order = direction_order(spatial, suffix)
+    visited = tokens if order is None else tokens[:, order]
+    assert torch.equal(visited, to_token_order(tokens, spatial, suffix))
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+def test_tom_reading_rows_in_place_equals_reordered_copies(monkeypatch, grad):
+    """The numba kernels follow the reversed (and, without gradients, the inter-slice) order
+    in place; the result and every gradient equal those of the reordered-copies path."""
+    import segresmamba.network.tom as tom
+
+    torch.manual_seed(0)
+    layer = TriOrientedMamba(8, d_state=4, scan_backend="numba").double()
+    x = torch.randn(2, 8, 3, 4, 5, dtype=torch.float64)
+    results = []
+    for in_place in (True, False):
+        monkeypatch.setattr(tom, "reads_rows_in_order", lambda *args, value=in_place: value)
+        layer.zero_grad()
+        leaf = x.clone().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            out = layer(leaf)
+        if grad:
+            out.sum().backward()
+            grads = [leaf.grad] + [p.grad.clone() for p in layer.parameters()]
+        else:
+            grads = []
+        results.append([out.detach()] + grads)
+    assert len(results[0]) == len(results[1])
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)

@@ -64,7 +64,7 @@ def test_gradcheck_float64():
     def by_weights(weight, bias):
         from segresmamba.scan.numba_conv import _ConvSilu
 
-        return _ConvSilu.apply(x, weight, bias)
+        return _ConvSilu.apply(x, weight, bias, None)
 
     assert torch.autograd.gradcheck(by_weights, (weight, bias))
 
@@ -78,3 +78,26 @@ def test_cpu_data_takes_the_numba_conv_where_the_numba_scan_runs(monkeypatch):
     monkeypatch.setattr(causal_conv.numba_scan, "AVAILABLE", False)
     monkeypatch.delenv("SEGRESMAMBA_SCAN")
     assert causal_conv.resolve_conv_backend("cpu") == "torch"
+
+
+@pytest.mark.parametrize("scan_backend", ["numba", "torch"])
+def test_conv_follows_a_row_order(scan_backend):
+    """order: the conv runs along a permuted sequence of rows and writes back to the rows; the
+    same as nn.Conv1d on reordered copies with the result put back, gradients too."""
+    length = TILE + 9
+    x, conv = make(2, length, 6, torch.float64, seed=8)
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(2))
+    grad = torch.randn(2, length, 6, dtype=torch.float64)
+    results = []
+    for permuted in (True, False):
+        conv.zero_grad()
+        leaf = x.detach().clone().requires_grad_()
+        if permuted:
+            out = causal_conv.causal_conv_silu(leaf, conv, scan_backend, order=order)
+        else:
+            out = conv1d_silu(leaf.index_select(1, order), conv)
+            out = out.index_select(1, torch.argsort(order))
+        out.backward(grad)
+        results.append((out.detach(), leaf.grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-11)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..scan import selective_scan_tokens
-from ..scan.causal_conv import causal_conv_silu
+from ..scan.causal_conv import causal_conv_silu, reads_rows_in_order
 
 DIRECTIONS = ("", "_b", "_s")
 """Parameter-name suffixes of the forward, reverse and inter-slice directions."""
@@ -34,6 +34,20 @@ def to_token_order(
     depth, height, width = spatial
     grid = tokens.reshape(batch, depth, height, width, channels)
     return grid.permute(0, 2, 3, 1, 4).reshape(batch, -1, channels)
+
+
+def direction_order(
+    spatial: tuple[int, int, int], suffix: str, device: torch.device | str | None = None
+) -> torch.Tensor | None:
+    """The forward-order rows a direction visits, step by step (None for the forward direction):
+    ``tokens[:, direction_order(...)]`` equals :func:`to_token_order`'s result."""
+    if suffix == "":
+        return None
+    depth, height, width = spatial
+    rows = torch.arange(depth * height * width, device=device)
+    if suffix == "_b":
+        return rows.flip(0)
+    return rows.reshape(depth, height, width).permute(1, 2, 0).reshape(-1)
 
 
 def from_token_order(
@@ -122,18 +136,33 @@ class TriOrientedMamba(nn.Module):
         # (batch, L, d_inner) tensors: the scan reads z in place instead of copying a slice.
         weight_x, weight_z = self.in_proj.weight.split(self.d_inner, dim=0)
         x_in, z_in = F.linear(tokens, weight_x), F.linear(tokens, weight_z)
+        # The numba conv and scan walk a direction's order over the rows where they lie; other
+        # backends get each direction's tokens reordered once and the result put back. The
+        # inter-slice order jumps H x W rows between steps, so read in place every step misses
+        # the caches: cheaper than copies for a forward pass, dearer when the backward reads
+        # everything twice more, so training copies that direction.
+        in_place = reads_rows_in_order(x.device, self.scan_backend)
+        training = torch.is_grad_enabled()
         mixed = None
         for suffix in DIRECTIONS:
-            x_dir = to_token_order(x_in, spatial, suffix)
-            z_dir = to_token_order(z_in, spatial, suffix)
-            y = from_token_order(self._direction(x_dir, z_dir, suffix), spatial, suffix)
+            if in_place and (suffix != "_s" or not training):
+                order = direction_order(spatial, suffix, x.device)
+                y = self._direction(x_in, z_in, suffix, order)
+            else:
+                x_dir = to_token_order(x_in, spatial, suffix)
+                z_dir = to_token_order(z_in, spatial, suffix)
+                y = from_token_order(self._direction(x_dir, z_dir, suffix), spatial, suffix)
             mixed = y if mixed is None else mixed + y
         out = self.out_proj(mixed).transpose(1, 2).reshape(x.shape)
         return out + x if self.residual else out
 
-    def _direction(self, x: torch.Tensor, z: torch.Tensor, suffix: str) -> torch.Tensor:
-        """One Mamba pass over x and z (batch, L, d_inner), already in this direction's order."""
-        x = causal_conv_silu(x, getattr(self, f"conv1d{suffix}"), self.scan_backend)
+    def _direction(
+        self, x: torch.Tensor, z: torch.Tensor, suffix: str, order: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One Mamba pass over x and z (batch, L, d_inner), visiting their rows in ``order``
+        (None: as they lie; see :func:`direction_order`). The result is in their row layout."""
+        conv = getattr(self, f"conv1d{suffix}")
+        x = causal_conv_silu(x, conv, self.scan_backend, order=order)
         x_dbl = F.linear(x, getattr(self, f"x_proj{suffix}").weight)  # (batch, L, r + 2n)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt_proj = getattr(self, f"dt_proj{suffix}")
@@ -150,6 +179,7 @@ class TriOrientedMamba(nn.Module):
             delta_bias=dt_proj.bias.float(),
             delta_softplus=True,
             backend=self.scan_backend,
+            order=order,
         )
 
 

@@ -191,12 +191,17 @@ def selective_scan_tokens(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     backend: str | None = None,
+    order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`selective_scan` on token-major tensors, the layout ``nn.Linear`` produces.
 
     u, delta, z: (batch, L, d); B, C: (batch, L, n); A, D, delta_bias as in
     :func:`selective_scan`. Returns (batch, L, d). The torch backend works in this layout
     natively; the cuda backend gets transposed copies.
+
+    ``order`` (L,), a permutation of the rows: the sequence visits row ``order[i]`` at step i,
+    and the result stays in the rows' layout. The numba scan reads the rows where they are; the
+    other backends get reordered copies (see :func:`reads_rows_in_order`).
     """
 
     def channels_first(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -211,6 +216,17 @@ def selective_scan_tokens(
         delta_bias,
     )
     chosen = resolve_backend(backend, u.device)
+    if chosen == "numba":
+        return numba_scan.selective_scan_tokens_numba(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, order
+        )
+    if order is not None:
+        visit = [t.index_select(1, order) if t is not None else None for t in (u, delta, B, C, z)]
+        u_o, delta_o, B_o, C_o, z_o = visit
+        y = selective_scan_tokens(
+            u_o, delta_o, A, B_o, C_o, D, z_o, delta_bias, delta_softplus, chosen
+        )
+        return y.index_select(1, torch.argsort(order))  # back to the rows' layout
     if chosen == "triton":
         return triton_scan.selective_scan_tokens_triton(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus
@@ -230,8 +246,4 @@ def selective_scan_tokens(
             )
         ]
         return selective_scan_cuda(_cuda_kernel(), *args, delta_softplus).transpose(1, 2)
-    if chosen == "numba":
-        return numba_scan.selective_scan_tokens_numba(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus
-        )
     return selective_scan_tokens_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

@@ -53,20 +53,41 @@ def resolve_conv_backend(
     return "torch"
 
 
+def reads_rows_in_order(device: torch.device | str, scan_backend: str | None = None) -> bool:
+    """Whether a Mamba direction's conv and scan both run as numba kernels here: they follow an
+    ``order`` of the rows where the rows lie, so a reordered direction needs no reordered copies
+    (the other backends would get copies made for them, more than reordering once up front)."""
+    from . import resolve_backend
+
+    return (
+        resolve_conv_backend(device, scan_backend) == "numba"
+        and resolve_backend(scan_backend, device) == "numba"
+    )
+
+
 def causal_conv_silu(
-    x: torch.Tensor, conv: nn.Conv1d, scan_backend: str | None = None
+    x: torch.Tensor,
+    conv: nn.Conv1d,
+    scan_backend: str | None = None,
+    order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) tensors.
 
     The conv runs channels-first on a transposed view; the result comes back token-major and
-    contiguous, the layout the projections and the scan read fastest.
+    contiguous, the layout the projections and the scan read fastest. ``order`` (L,), a
+    permutation of the rows: the conv runs along the sequence that visits row ``order[i]`` at
+    step i, and the result stays in row layout (the numba kernel reads the rows in place; the
+    others work on reordered copies).
     """
     length = x.shape[1]
     backend = resolve_conv_backend(x.device, scan_backend)
     if backend == "numba":
         from .numba_conv import causal_conv_silu_numba
 
-        return causal_conv_silu_numba(x, conv)
+        return causal_conv_silu_numba(x, conv, order)
+    if order is not None:
+        out = causal_conv_silu(x.index_select(1, order), conv, scan_backend)
+        return out.index_select(1, torch.argsort(order))
     if backend == "causal-conv1d":
         weight = conv.weight.view(conv.weight.shape[0], conv.weight.shape[-1])
         out = load_kernel()(x.transpose(1, 2), weight, conv.bias, activation="silu")

@@ -16,22 +16,25 @@ from numba import prange
 from torch import nn
 
 from .numba_math import exp_into
+from .numba_scan import visit_rows
 
 TILE = 512
 """Tokens per parallel work item."""
 
 
 @numba.njit(inline="always")
-def _pre_activation(x, weight_t, bias, b, t, acc):  # pragma: no cover - compiled
-    """acc[c] = bias[c] + sum_k weight_t[k, c] * x[b, t - (K - 1) + k, c] (zero before token 0)."""
+def _pre_activation(x, weight_t, bias, order, b, i, acc):  # pragma: no cover - compiled
+    """acc[c] = bias[c] + sum_k weight_t[k, c] * x[b, order[i - (K - 1) + k], c]: step i of the
+    sequence that visits the rows in ``order`` (zero before its first step)."""
     width, channels = weight_t.shape
     for c in range(channels):
         acc[c] = bias[c]
     for k in range(width):
-        source = t - (width - 1) + k
+        source = i - (width - 1) + k
         if source >= 0:
+            row = order[source]
             for c in range(channels):
-                acc[c] += weight_t[k, c] * x[b, source, c]
+                acc[c] += weight_t[k, c] * x[b, row, c]
 
 
 @numba.njit(inline="always")
@@ -41,37 +44,40 @@ def _scratch(channels, dtype):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always")
-def _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg):  # pragma: no cover - compiled
-    """acc = the pre-activation of token t, e = exp(-acc): SiLU(acc) = acc / (1 + e)."""
-    _pre_activation(x, weight_t, bias, b, t, acc)
+def _pre_and_decay(x, weight_t, bias, order, b, i, acc, e, neg):  # pragma: no cover - compiled
+    """acc = the pre-activation of step i, e = exp(-acc): SiLU(acc) = acc / (1 + e)."""
+    _pre_activation(x, weight_t, bias, order, b, i, acc)
     for c in range(acc.shape[0]):
         neg[c] = -acc[c]
     exp_into(neg, e, acc.shape[0])
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def conv_silu_forward(x, weight_t, bias, out):  # pragma: no cover - compiled
-    """out = SiLU(causal conv(x)); x (batch, L, d) any strides, weight_t (K, d), out contiguous."""
+def conv_silu_forward(x, weight_t, bias, order, out):  # pragma: no cover - compiled
+    """out = SiLU(causal conv(x)) along the sequence that visits the rows in ``order``, written
+    back to the rows; x (batch, L, d) any strides, weight_t (K, d), out contiguous."""
     batch, length, channels = x.shape
     tiles = (length + TILE - 1) // TILE
     for item in prange(batch * tiles):
         b = item // tiles
         t0 = (item % tiles) * TILE
         acc, e, neg = _scratch(channels, out.dtype)
-        for t in range(t0, min(length, t0 + TILE)):
-            _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg)
+        for i in range(t0, min(length, t0 + TILE)):
+            _pre_and_decay(x, weight_t, bias, order, b, i, acc, e, neg)
+            row = order[i]
             for c in range(channels):
-                out[b, t, c] = acc[c] / (e[c] + 1)
+                out[b, row, c] = acc[c] / (e[c] + 1)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def conv_silu_backward(
-    x, weight_t, bias, grad_out, grad_pre, grad_x, grad_w_parts, grad_b_parts
+    x, weight_t, bias, order, grad_out, grad_pre, grad_x, grad_w_parts, grad_b_parts
 ):  # pragma: no cover - compiled
     """Gradients of :func:`conv_silu_forward`. Pass 1 (per tile): grad_pre = grad_out *
     SiLU'(pre) and this tile's share of the weight and bias gradients, in its own slice of
     ``grad_w_parts`` (items, K, d) / ``grad_b_parts`` (items, d). Pass 2: grad_x[s] =
-    sum_k weight_t[k] * grad_pre[s + K - 1 - k]."""
+    sum_k weight_t[k] * grad_pre[s + K - 1 - k]. s indexes the steps of the sequence; grad_pre
+    is kept in step order, x, grad_out and grad_x in row order."""
     batch, length, channels = x.shape
     width = weight_t.shape[0]
     tiles = (length + TILE - 1) // TILE
@@ -79,29 +85,32 @@ def conv_silu_backward(
         b = item // tiles
         t0 = (item % tiles) * TILE
         acc, e, neg = _scratch(channels, grad_pre.dtype)
-        for t in range(t0, min(length, t0 + TILE)):
-            _pre_and_decay(x, weight_t, bias, b, t, acc, e, neg)
+        for i in range(t0, min(length, t0 + TILE)):
+            _pre_and_decay(x, weight_t, bias, order, b, i, acc, e, neg)
+            row = order[i]
             for c in range(channels):
                 sig = 1 / (e[c] + 1)
-                g = grad_out[b, t, c] * sig * (1 + acc[c] * (1 - sig))
-                grad_pre[b, t, c] = g
+                g = grad_out[b, row, c] * sig * (1 + acc[c] * (1 - sig))
+                grad_pre[b, i, c] = g
                 grad_b_parts[item, c] += g
             for k in range(width):
-                source = t - (width - 1) + k
+                source = i - (width - 1) + k
                 if source >= 0:
+                    source_row = order[source]
                     for c in range(channels):
-                        grad_w_parts[item, k, c] += grad_pre[b, t, c] * x[b, source, c]
+                        grad_w_parts[item, k, c] += grad_pre[b, i, c] * x[b, source_row, c]
     for item in prange(batch * tiles):
         b = item // tiles
         t0 = (item % tiles) * TILE
         for s in range(t0, min(length, t0 + TILE)):
+            row = order[s]
             for c in range(channels):
-                grad_x[b, s, c] = 0
+                grad_x[b, row, c] = 0
             for k in range(width):
                 target = s + (width - 1) - k
                 if target < length:
                     for c in range(channels):
-                        grad_x[b, s, c] += weight_t[k, c] * grad_pre[b, target, c]
+                        grad_x[b, row, c] += weight_t[k, c] * grad_pre[b, target, c]
 
 
 def _operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -115,11 +124,13 @@ def _operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
 
 class _ConvSilu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, order):
         work, weight_t, bias_w = _operands(x, weight, bias)
         out = torch.empty(x.shape, dtype=work)
-        conv_silu_forward(x.detach().to(work).numpy(), weight_t, bias_w, out.numpy())
+        rows = visit_rows(order, x.shape[1])
+        conv_silu_forward(x.detach().to(work).numpy(), weight_t, bias_w, rows, out.numpy())
         ctx.save_for_backward(x, weight, bias)
+        ctx.rows = rows
         return out.to(x.dtype)
 
     @staticmethod
@@ -137,6 +148,7 @@ class _ConvSilu(torch.autograd.Function):
             x.to(work).numpy(),
             weight_t,
             bias_w,
+            ctx.rows,
             grad_out.to(work).numpy(),
             grad_pre.numpy(),
             grad_x.numpy(),
@@ -145,9 +157,12 @@ class _ConvSilu(torch.autograd.Function):
         )
         grad_weight = grad_w.sum(0).t().reshape(weight.shape).to(weight.dtype)
         grad_bias = grad_b.sum(0).to(bias.dtype) if bias is not None else None
-        return grad_x.to(x.dtype), grad_weight, grad_bias
+        return grad_x.to(x.dtype), grad_weight, grad_bias, None
 
 
-def causal_conv_silu_numba(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) CPU tensors."""
-    return _ConvSilu.apply(x, conv.weight, conv.bias)
+def causal_conv_silu_numba(
+    x: torch.Tensor, conv: nn.Conv1d, order: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) CPU tensors, along
+    the sequence that visits the rows in ``order`` (None: 0..L-1); the result is in row order."""
+    return _ConvSilu.apply(x, conv.weight, conv.bias, order)

@@ -66,6 +66,7 @@ def scan_forward(
     C,
     D,
     z,
+    order,
     y,
     checkpoints,
     has_bias,
@@ -79,8 +80,10 @@ def scan_forward(
     """y = (<h_t, C_t> + D u_t) * silu(z_t), h_t = exp(step_t A) h_{t-1} + step_t u_t B_t, with
     step = softplus(delta + bias) (``use_softplus``) or delta + bias.
 
+    The sequence visits the rows of every (batch, L, .) tensor in ``order`` (step i reads and
+    writes row ``order[i]``), so a reversed or reordered direction needs no reordered copies.
     ``checkpoints`` (batch, L/chunk rounded up, n, d) receives the state before every chunk's
-    first token when ``save``. bias, D and z are read only when ``has_bias`` / ``has_D`` /
+    first step when ``save``. bias, D and z are read only when ``has_bias`` / ``has_D`` /
     ``has_z``. The decay of each state element is computed where it is used, in the one loop
     that updates the state and sums its read-out.
     """
@@ -103,11 +106,12 @@ def scan_forward(
         uu = np.empty(width, dtype)
         drive = np.empty(width, dtype)
         acc = np.empty(width, dtype)
-        for t in range(length):
-            if save and t % chunk == 0:
+        for i in range(length):
+            t = order[i]
+            if save and i % chunk == 0:
                 for k in range(n):
                     for j in range(w):
-                        checkpoints[b, t // chunk, k, c0 + j] = h[k * width + j]
+                        checkpoints[b, i // chunk, k, c0 + j] = h[k * width + j]
             _load_step(delta, bias, has_bias, use_softplus, b, t, c0, w, raw, st, width)
             _load_block(u, b, t, c0, w, uu, width)
             for j in range(width):
@@ -142,6 +146,7 @@ def scan_backward(
     C,
     D,
     z,
+    order,
     grad_y,
     checkpoints,
     has_bias,
@@ -162,7 +167,8 @@ def scan_backward(
 ):  # pragma: no cover - compiled
     """Gradients of :func:`scan_forward` by the adjoint recurrence, backwards in time.
 
-    Per chunk (last first), the states are recomputed from the chunk's checkpoint into a small
+    Steps visit rows in ``order``, as in the forward. Per chunk (last first), the states are
+    recomputed from the chunk's checkpoint into a small
     buffer together with their decays; then ``g_t = grad_y_t C_t + exp(step_{t+1} A) g_{t+1}``
     runs backwards over it. The step's gradient goes through softplus here (times
     sigmoid(delta + bias)) into ``grad_delta``, and is summed per channel into ``grad_bias``.
@@ -217,7 +223,7 @@ def scan_backward(
                         first[k * width + j] = checkpoints[b, ci, k, c0 + j]
                 # Recompute this chunk's states and decays from its checkpoint.
                 for i in range(tokens):
-                    t = t0 + i
+                    t = order[t0 + i]
                     st = steps[i]
                     _load_step(delta, bias, has_bias, use_softplus, b, t, c0, w, raws[i], st, width)
                     _load_block(u, b, t, c0, w, uu, width)
@@ -234,7 +240,7 @@ def scan_backward(
                             state[kj] = decay[kj] * previous[kj] + drive[j] * bk
                 # The adjoint, backwards in time.
                 for i in range(tokens - 1, -1, -1):
-                    t = t0 + i
+                    t = order[t0 + i]
                     raw = raws[i]
                     st = steps[i]
                     _load_block(u, b, t, c0, w, uu, width)

@@ -66,14 +66,26 @@ def _array(t: torch.Tensor | None, work: torch.dtype, like_shape: tuple[int, ...
     return t.detach().to(work).contiguous().numpy()
 
 
+def visit_rows(order: torch.Tensor | None, length: int):
+    """The rows the sequence visits, as an int64 numpy array (0..L-1 when ``order`` is None)."""
+    if order is None:
+        return torch.arange(length, dtype=torch.int64).numpy()
+    if order.shape != (length,):
+        raise ValueError(
+            f"order must have one entry per token ({length}), got {tuple(order.shape)}"
+        )
+    return order.to(torch.int64).contiguous().numpy()
+
+
 class _FusedScan(torch.autograd.Function):
     """The scan on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order):
         kernels = _kernels()
         threads = _set_threads()
         batch, length, d = u.shape
+        rows = visit_rows(order, length)
         n = A.shape[-1]
         work = torch.float64 if u.dtype == torch.float64 else torch.float32
         A_t = A.detach().to(work).expand(batch, d, n).transpose(1, 2).contiguous()
@@ -90,6 +102,7 @@ class _FusedScan(torch.autograd.Function):
             _array(C, work, (1, 1, 1)),
             _array(D, work, (1,)),
             _array(z, work, (1, 1, 1)),
+            rows,
             y.numpy(),
             checkpoints.numpy(),
             delta_bias is not None,
@@ -101,6 +114,7 @@ class _FusedScan(torch.autograd.Function):
             block_width(d, batch, threads),
         )
         ctx.delta_softplus = delta_softplus
+        ctx.rows = rows
         ctx.A_batched = A.dim() == 3
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
@@ -136,6 +150,7 @@ class _FusedScan(torch.autograd.Function):
             _array(C, work, (1, 1, 1)),
             _array(D, work, (1,)),
             _array(z, work, (1, 1, 1)),
+            ctx.rows,
             _array(grad_out, work, (1, 1, 1)),
             checkpoints.numpy(),
             delta_bias is not None,
@@ -168,6 +183,7 @@ class _FusedScan(torch.autograd.Function):
             grad_z.to(z.dtype) if z is not None else None,
             grad_bias.to(delta_bias.dtype) if delta_bias is not None else None,
             None,
+            None,
         )
 
 
@@ -181,10 +197,14 @@ def selective_scan_tokens_numba(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
+    order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The fused scan on token-major CPU tensors: u, delta, z (batch, L, d); B, C (batch, L, n);
-    A (d, n) or (batch, d, n); D, delta_bias (d,). Returns (batch, L, d) in u's dtype."""
-    return _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    A (d, n) or (batch, d, n); D, delta_bias (d,). Returns (batch, L, d) in u's dtype.
+
+    ``order`` (L,) lists the rows in the order the sequence visits them (None: 0..L-1); every
+    tensor, the output too, stays in its row layout."""
+    return _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order)
 
 
 def selective_scan_numba(
