@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..scan import selective_scan_tokens
-from ..scan.causal_conv import causal_conv_silu, reads_rows_in_order
+from ..scan import reads_rows_in_order, selective_scan_tokens
+from ..scan.causal_conv import causal_conv_silu
 
 DIRECTIONS = ("", "_b", "_s")
 """Parameter-name suffixes of the forward, reverse and inter-slice directions."""

@@ -25,6 +25,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_DESCRIPTIONS",
     "describe_backend",
+    "reads_rows_in_order",
     "resolve_backend",
     "resolve_conv_backend",
     "selective_scan",
@@ -111,6 +112,16 @@ def resolve_backend(backend: str | None = None, device: torch.device | str | Non
         _announced.add(chosen)
         _log.info("selective scan backend: %s (on %s)", chosen, device.type)
     return chosen
+
+
+def reads_rows_in_order(device: torch.device | str, scan_backend: str | None = None) -> bool:
+    """Whether a Mamba direction's conv and scan both run as numba kernels here: they follow an
+    ``order`` of the rows where the rows lie, so a reordered direction needs no reordered copies
+    (the other backends would get copies made for them, more than reordering once up front)."""
+    return (
+        resolve_conv_backend(device, scan_backend) == "numba"
+        and resolve_backend(scan_backend, device) == "numba"
+    )
 
 
 def describe_backend(backend: str) -> str:

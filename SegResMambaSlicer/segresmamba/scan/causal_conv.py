@@ -53,18 +53,6 @@ def resolve_conv_backend(
     return "torch"
 
 
-def reads_rows_in_order(device: torch.device | str, scan_backend: str | None = None) -> bool:
-    """Whether a Mamba direction's conv and scan both run as numba kernels here: they follow an
-    ``order`` of the rows where the rows lie, so a reordered direction needs no reordered copies
-    (the other backends would get copies made for them, more than reordering once up front)."""
-    from . import resolve_backend
-
-    return (
-        resolve_conv_backend(device, scan_backend) == "numba"
-        and resolve_backend(scan_backend, device) == "numba"
-    )
-
-
 def causal_conv_silu(
     x: torch.Tensor,
     conv: nn.Conv1d,
