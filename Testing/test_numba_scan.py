@@ -178,3 +178,66 @@ def test_scan_order_must_list_every_row():
         numba_scan.selective_scan_tokens_numba(
             *(rows[name] for name in ARG_NAMES), order=torch.arange(5)
         )
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["rows-in-order", "permuted"])
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_scan_applies_the_step_projection_itself(small_chunks, backend, ordered):
+    """delta_proj (dt_proj's weight): the scan of the low-rank delta equals the scan of its
+    product with the projection, forward and every gradient, the projection's included."""
+    from segresmamba.scan import selective_scan_tokens
+
+    length, d, rank = 2 * CHUNK + 3, 6, 3
+    rows = _token_major(make_inputs(batch=2, d=d, n=4, length=length, seed=12))
+    g = torch.Generator().manual_seed(4)
+    rows["delta"] = torch.randn(2, length, rank, dtype=torch.float64, generator=g)
+    rows["delta_proj"] = torch.randn(d, rank, dtype=torch.float64, generator=g) * 0.5
+    order = torch.randperm(length, generator=g) if ordered else None
+    grad = torch.randn(2, length, d, dtype=torch.float64, generator=g)
+
+    def run(fused: bool):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in rows.items()}
+        args = [leaves[name] for name in ARG_NAMES]
+        if fused:
+            out = selective_scan_tokens(
+                *args, delta_softplus=True, backend=backend, order=order,
+                delta_proj=leaves["delta_proj"],
+            )  # fmt: skip
+        else:
+            args[1] = torch.nn.functional.linear(args[1], leaves["delta_proj"])
+            out = selective_scan_tokens(*args, delta_softplus=True, backend="torch", order=order)
+        out.backward(grad)
+        return out.detach(), {k: v.grad for k, v in leaves.items()}
+
+    (ours, our_grads), (reference, ref_grads) = run(True), run(False)
+    torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-11)
+    for name in rows:
+        torch.testing.assert_close(our_grads[name], ref_grads[name], rtol=1e-8, atol=1e-10)
+
+
+def test_step_projection_gradcheck_float64(small_chunks):
+    rows = _token_major(make_inputs(batch=1, d=3, n=2, length=CHUNK + 2, seed=13))
+    g = torch.Generator().manual_seed(5)
+    low = torch.randn(1, CHUNK + 2, 2, dtype=torch.float64, generator=g).requires_grad_()
+    proj = torch.randn(3, 2, dtype=torch.float64, generator=g).requires_grad_()
+    bias = rows["delta_bias"].clone().requires_grad_()
+
+    def fn(low, proj, bias):
+        return numba_scan.selective_scan_tokens_numba(
+            rows["u"], low, rows["A"], rows["B"], rows["C"], rows["D"], rows["z"], bias, True,
+            delta_proj=proj,
+        )  # fmt: skip
+
+    assert torch.autograd.gradcheck(fn, (low, proj, bias), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_step_projection_shape_is_checked():
+    from segresmamba.scan import selective_scan_tokens
+
+    rows = _token_major(make_inputs(batch=1, d=4, n=2, length=5))
+    args = [rows[name] for name in ARG_NAMES]
+    args[1] = torch.randn(1, 5, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="delta_proj must be"):
+        selective_scan_tokens(*args, backend="torch", delta_proj=torch.randn(4, 3))
+    with pytest.raises(ValueError, match="rows for 4 channels"):
+        selective_scan_tokens(*args, backend="numba", delta_proj=torch.randn(5, 2))

@@ -165,8 +165,9 @@ class TriOrientedMamba(nn.Module):
         x = causal_conv_silu(x, conv, self.scan_backend, order=order)
         x_dbl = F.linear(x, getattr(self, f"x_proj{suffix}").weight)  # (batch, L, r + 2n)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        # dt_proj's product and bias are applied by the scan (inside the kernels on CPUs, where
+        # its (batch, L, d_inner) output would be written and read back for nothing).
         dt_proj = getattr(self, f"dt_proj{suffix}")
-        dt = F.linear(dt, dt_proj.weight)  # (batch, L, d_inner); the bias is added in the scan
         A = -torch.exp(getattr(self, f"A_log{suffix}").float())
         return selective_scan_tokens(
             x,
@@ -180,6 +181,7 @@ class TriOrientedMamba(nn.Module):
             delta_softplus=True,
             backend=self.scan_backend,
             order=order,
+            delta_proj=dt_proj.weight,
         )
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 
 import torch
+import torch.nn.functional as F
 
 from . import numba_scan, triton_scan
 from .causal_conv import resolve_conv_backend
@@ -203,6 +204,7 @@ def selective_scan_tokens(
     delta_softplus: bool = False,
     backend: str | None = None,
     order: torch.Tensor | None = None,
+    delta_proj: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`selective_scan` on token-major tensors, the layout ``nn.Linear`` produces.
 
@@ -213,23 +215,39 @@ def selective_scan_tokens(
     ``order`` (L,), a permutation of the rows: the sequence visits row ``order[i]`` at step i,
     and the result stays in the rows' layout. The numba scan reads the rows where they are; the
     other backends get reordered copies (see :func:`reads_rows_in_order`).
+
+    ``delta_proj`` (d, r), mamba-ssm's ``dt_proj.weight``: delta is then the low-rank
+    (batch, L, r) input and the step is computed from ``delta @ delta_proj.T``. The numba scan
+    applies it token by token inside its kernels (the tokens x channels product is never stored);
+    the other backends get the product.
     """
 
     def channels_first(t: torch.Tensor | None) -> torch.Tensor | None:
         return t.transpose(1, 2) if t is not None else None
 
+    chosen = resolve_backend(backend, u.device)
+    if delta_proj is not None:
+        if delta_proj.dim() != 2 or delta.shape[-1] != delta_proj.shape[1]:
+            raise ValueError(
+                f"delta_proj must be (d, r) for a (batch, L, r) delta: got {tuple(delta_proj.shape)}"
+                f" for delta {tuple(delta.shape)}"
+            )
+        if chosen != "numba":
+            delta, delta_proj = F.linear(delta, delta_proj), None
+
     _check_shapes(
-        *(channels_first(t) for t in (u, delta)),
+        *(channels_first(t) for t in (u, delta if delta_proj is None else u)),
         A,
         *(channels_first(t) for t in (B, C)),
         D,
         channels_first(z),
         delta_bias,
     )
-    chosen = resolve_backend(backend, u.device)
+    if delta_proj is not None and delta_proj.shape[0] != u.shape[-1]:
+        raise ValueError(f"delta_proj has {delta_proj.shape[0]} rows for {u.shape[-1]} channels")
     if chosen == "numba":
         return numba_scan.selective_scan_tokens_numba(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus, order
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj
         )
     if order is not None:
         visit = [t.index_select(1, order) if t is not None else None for t in (u, delta, B, C, z)]

@@ -38,11 +38,20 @@ def _load_block(source, b, t, c0, w, into, width):  # pragma: no cover - compile
 
 @numba.njit(inline="always")
 def _load_step(
-    delta, bias, has_bias, use_softplus, b, t, c0, w, raw, st, width
+    delta, bias, proj_t, has_bias, has_proj, use_softplus, b, t, c0, w, raw, st, width
 ):  # pragma: no cover
     """``raw[:w]`` = delta + bias and ``st[:w]`` = softplus(raw) (or raw) of token t; the
-    padding channels get step 0, so they neither decay nor take input."""
-    _load_block(delta, b, t, c0, w, raw, width)
+    padding channels get step 0, so they neither decay nor take input. With ``has_proj``,
+    delta is the low-rank (batch, L, r) input and ``proj_t`` (r, d) projects it to channels."""
+    if has_proj:
+        for j in range(width):
+            raw[j] = 0
+        for q in range(proj_t.shape[0]):
+            low = delta[b, t, q]
+            for j in range(w):
+                raw[j] += low * proj_t[q, c0 + j]
+    else:
+        _load_block(delta, b, t, c0, w, raw, width)
     if has_bias:
         for j in range(w):
             raw[j] += bias[c0 + j]
@@ -60,6 +69,7 @@ def _load_step(
 def scan_forward(
     delta,
     bias,
+    proj_t,
     u,
     A_t,
     B,
@@ -70,6 +80,7 @@ def scan_forward(
     y,
     checkpoints,
     has_bias,
+    has_proj,
     use_softplus,
     has_D,
     has_z,
@@ -78,7 +89,9 @@ def scan_forward(
     width,
 ):  # pragma: no cover - compiled
     """y = (<h_t, C_t> + D u_t) * silu(z_t), h_t = exp(step_t A) h_{t-1} + step_t u_t B_t, with
-    step = softplus(delta + bias) (``use_softplus``) or delta + bias.
+    step = softplus(delta + bias) (``use_softplus``) or delta + bias, where delta is the
+    low-rank input times ``proj_t`` when ``has_proj`` (mamba-ssm's dt_proj, so its
+    tokens x channels output is never stored).
 
     The sequence visits the rows of every (batch, L, .) tensor in ``order`` (step i reads and
     writes row ``order[i]``), so a reversed or reordered direction needs no reordered copies.
@@ -112,7 +125,9 @@ def scan_forward(
                 for k in range(n):
                     for j in range(w):
                         checkpoints[b, i // chunk, k, c0 + j] = h[k * width + j]
-            _load_step(delta, bias, has_bias, use_softplus, b, t, c0, w, raw, st, width)
+            _load_step(
+                delta, bias, proj_t, has_bias, has_proj, use_softplus, b, t, c0, w, raw, st, width
+            )
             _load_block(u, b, t, c0, w, uu, width)
             for j in range(width):
                 drive[j] = st[j] * uu[j]
@@ -140,6 +155,7 @@ def scan_forward(
 def scan_backward(
     delta,
     bias,
+    proj_t,
     u,
     A_t,
     B,
@@ -150,6 +166,7 @@ def scan_backward(
     grad_y,
     checkpoints,
     has_bias,
+    has_proj,
     use_softplus,
     has_D,
     has_z,
@@ -162,8 +179,10 @@ def scan_backward(
     grad_A_t,
     grad_D,
     grad_bias,
+    grad_proj_t,
     grad_B_parts,
     grad_C_parts,
+    grad_low_parts,
 ):  # pragma: no cover - compiled
     """Gradients of :func:`scan_forward` by the adjoint recurrence, backwards in time.
 
@@ -171,7 +190,10 @@ def scan_backward(
     recomputed from the chunk's checkpoint into a small
     buffer together with their decays; then ``g_t = grad_y_t C_t + exp(step_{t+1} A) g_{t+1}``
     runs backwards over it. The step's gradient goes through softplus here (times
-    sigmoid(delta + bias)) into ``grad_delta``, and is summed per channel into ``grad_bias``.
+    sigmoid(delta + bias)) into ``grad_delta``, and is summed per channel into ``grad_bias``;
+    with ``has_proj`` it goes on through the projection instead: into ``grad_proj_t`` (batch, r,
+    d) per block, and into the low-rank input's ``grad_low_parts`` (groups, batch, L, r), summed
+    like B's.
     Work item = (batch element, group of channel blocks): B and C are shared by all channels, so
     each group sums its channels into its own slice of ``grad_B_parts`` / ``grad_C_parts``
     (groups, batch, L, n), zeroed by the caller and summed after: no two threads ever write the
@@ -194,6 +216,9 @@ def scan_backward(
         gA = np.empty(size, dtype)
         gD = np.zeros(width, dtype)
         gBias = np.zeros(width, dtype)
+        rank = proj_t.shape[0]
+        gProj = np.zeros(rank * width, dtype)
+        g_raw = np.zeros(width, dtype)
         raws = np.empty((chunk, width), dtype)  # the chunk's delta + bias and steps, computed
         steps = np.empty((chunk, width), dtype)  # once for the recompute and the adjoint
         uu = np.empty(width, dtype)
@@ -214,6 +239,7 @@ def scan_backward(
             gA[:] = 0
             gD[:] = 0
             gBias[:] = 0
+            gProj[:] = 0
             for ci in range(chunks - 1, -1, -1):
                 t0 = ci * chunk
                 tokens = min(length, t0 + chunk) - t0
@@ -225,7 +251,21 @@ def scan_backward(
                 for i in range(tokens):
                     t = order[t0 + i]
                     st = steps[i]
-                    _load_step(delta, bias, has_bias, use_softplus, b, t, c0, w, raws[i], st, width)
+                    _load_step(
+                        delta,
+                        bias,
+                        proj_t,
+                        has_bias,
+                        has_proj,
+                        use_softplus,
+                        b,
+                        t,
+                        c0,
+                        w,
+                        raws[i],
+                        st,
+                        width,
+                    )
                     _load_block(u, b, t, c0, w, uu, width)
                     for j in range(width):
                         drive[j] = st[j] * uu[j]
@@ -298,11 +338,27 @@ def scan_backward(
                         g = g_step[j] + g_drive[j] * uu[j]  # d loss / d step
                         if use_softplus:
                             g *= sigmoid(raw[j])
-                        grad_delta[b, t, c0 + j] = g
+                        g_raw[j] = g
                         gBias[j] += g
+                    if has_proj:
+                        for q in range(rank):
+                            low = delta[b, t, q]
+                            for j in range(w):
+                                gProj[q * width + j] += g_raw[j] * low
+                            total = g_raw[0] * proj_t[q, c0]
+                            for j in range(1, w):
+                                total += g_raw[j] * proj_t[q, c0 + j]
+                            grad_low_parts[group, b, t, q] += total
+                    else:
+                        for j in range(w):
+                            grad_delta[b, t, c0 + j] = g_raw[j]
             for k in range(n):
                 for j in range(w):
                     grad_A_t[b, k, c0 + j] = gA[k * width + j]
             for j in range(w):
                 grad_D[b, c0 + j] = gD[j]
                 grad_bias[b, c0 + j] = gBias[j]
+            if has_proj:
+                for q in range(rank):
+                    for j in range(w):
+                        grad_proj_t[b, q, c0 + j] = gProj[q * width + j]

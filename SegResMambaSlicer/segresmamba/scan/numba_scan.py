@@ -66,6 +66,13 @@ def _array(t: torch.Tensor | None, work: torch.dtype, like_shape: tuple[int, ...
     return t.detach().to(work).contiguous().numpy()
 
 
+def _projection(delta_proj: torch.Tensor | None, work: torch.dtype):
+    """dt_proj's weight (d, r) transposed to (r, d), so a block of channels is contiguous."""
+    if delta_proj is None:
+        return torch.zeros((1, 1), dtype=work).numpy()
+    return delta_proj.detach().to(work).t().contiguous().numpy()
+
+
 def visit_rows(order: torch.Tensor | None, length: int):
     """The rows the sequence visits, as an int64 numpy array (0..L-1 when ``order`` is None)."""
     if order is None:
@@ -81,7 +88,7 @@ class _FusedScan(torch.autograd.Function):
     """The scan on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj):
         kernels = _kernels()
         threads = _set_threads()
         batch, length, d = u.shape
@@ -96,6 +103,7 @@ class _FusedScan(torch.autograd.Function):
         kernels.scan_forward(
             _array(delta, work, (1, 1, 1)),
             _array(delta_bias, work, (1,)),
+            _projection(delta_proj, work),
             _array(u, work, (1, 1, 1)),
             A_t.numpy(),
             _array(B, work, (1, 1, 1)),
@@ -106,6 +114,7 @@ class _FusedScan(torch.autograd.Function):
             y.numpy(),
             checkpoints.numpy(),
             delta_bias is not None,
+            delta_proj is not None,
             delta_softplus,
             D is not None,
             z is not None,
@@ -117,14 +126,14 @@ class _FusedScan(torch.autograd.Function):
         ctx.rows = rows
         ctx.A_batched = A.dim() == 3
         if save:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, delta_proj, checkpoints)
         return y.to(u.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         kernels = _kernels()
         threads = _set_threads()
-        u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, delta_proj, checkpoints = ctx.saved_tensors
         batch, length, d = u.shape
         n = A.shape[-1]
         work = checkpoints.dtype
@@ -134,7 +143,11 @@ class _FusedScan(torch.autograd.Function):
         groups = max(1, min(blocks, threads))
         new = dict(dtype=work)
         grad_u = torch.empty((batch, length, d), **new)
-        grad_delta = torch.empty((batch, length, d), **new)
+        projected = delta_proj is not None
+        rank = delta.shape[-1]
+        grad_delta = torch.empty((1, 1, 1) if projected else (batch, length, d), **new)
+        grad_low = torch.zeros((groups, batch, length, rank) if projected else (1, 1, 1, 1), **new)
+        grad_proj_t = torch.empty((batch, rank, d) if projected else (1, 1, 1), **new)
         grad_z = torch.empty((batch, length, d) if z is not None else (1, 1, 1), **new)
         grad_A_t = torch.empty((batch, n, d), **new)
         grad_D = torch.empty((batch, d), **new)
@@ -144,6 +157,7 @@ class _FusedScan(torch.autograd.Function):
         kernels.scan_backward(
             _array(delta, work, (1, 1, 1)),
             _array(delta_bias, work, (1,)),
+            _projection(delta_proj, work),
             _array(u, work, (1, 1, 1)),
             A_t.numpy(),
             _array(B, work, (1, 1, 1)),
@@ -154,6 +168,7 @@ class _FusedScan(torch.autograd.Function):
             _array(grad_out, work, (1, 1, 1)),
             checkpoints.numpy(),
             delta_bias is not None,
+            projected,
             ctx.delta_softplus,
             D is not None,
             z is not None,
@@ -166,13 +181,17 @@ class _FusedScan(torch.autograd.Function):
             grad_A_t.numpy(),
             grad_D.numpy(),
             grad_bias.numpy(),
+            grad_proj_t.numpy(),
             grad_B.numpy(),
             grad_C.numpy(),
+            grad_low.numpy(),
         )
         grad_A = grad_A_t.transpose(1, 2)
         if not ctx.A_batched:
             grad_A = grad_A.sum(0)
         grad_bias = grad_bias.sum(0) if delta_bias is not None else None
+        if projected:
+            grad_delta = grad_low.sum(0)
         return (
             grad_u.to(u.dtype),
             grad_delta.to(delta.dtype),
@@ -184,6 +203,7 @@ class _FusedScan(torch.autograd.Function):
             grad_bias.to(delta_bias.dtype) if delta_bias is not None else None,
             None,
             None,
+            grad_proj_t.sum(0).t().to(delta_proj.dtype) if projected else None,
         )
 
 
@@ -198,13 +218,16 @@ def selective_scan_tokens_numba(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     order: torch.Tensor | None = None,
+    delta_proj: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The fused scan on token-major CPU tensors: u, delta, z (batch, L, d); B, C (batch, L, n);
     A (d, n) or (batch, d, n); D, delta_bias (d,). Returns (batch, L, d) in u's dtype.
 
     ``order`` (L,) lists the rows in the order the sequence visits them (None: 0..L-1); every
-    tensor, the output too, stays in its row layout."""
-    return _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order)
+    tensor, the output too, stays in its row layout. ``delta_proj`` (d, r): delta is then the
+    low-rank (batch, L, r) input, and the kernels apply this projection (mamba-ssm's
+    ``dt_proj.weight``) token by token."""
+    return _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj)
 
 
 def selective_scan_numba(
