@@ -214,3 +214,20 @@ def test_fused_scan_measurement_reports_time_and_memory() -> None:
     # returns a gradient per input, so it adds more.
     assert 0.015 < result["numba_forward_added_rss_gb"] < 0.2
     assert result["numba_forward_backward_added_rss_gb"] > result["numba_forward_added_rss_gb"]
+
+
+def test_tom_macs_count_every_projection_the_scan_applies() -> None:
+    """The MAC count of one ToM: in_proj, then per direction x_proj and dt_proj (dt_proj runs
+    inside the numba scan on CPUs, and must still be counted), out_proj, plus the scan's own."""
+    import torch
+
+    from segresmamba.bench.measure import count_macs
+    from segresmamba.network import TriOrientedMamba
+
+    d_model, side = 48, 8
+    layer = TriOrientedMamba(d_model)
+    tokens, d, r, n = side**3, layer.d_inner, layer.dt_rank, layer.d_state
+    result = count_macs(layer, torch.randn(1, d_model, side, side, side))
+    projections = tokens * (d_model * 2 * d + 3 * d * (r + 2 * n) + 3 * r * d + d * d_model)
+    assert result["counted_macs"] == projections
+    assert result["scan_macs"] == 3 * (3 * tokens * d * n)
