@@ -23,6 +23,13 @@ TILE = 512
 
 
 @numba.njit(inline="always")
+def _tile(item, tiles, length):  # pragma: no cover - compiled
+    """Work item ``item`` of ``tiles`` per batch element: its batch element and step range."""
+    start = (item % tiles) * TILE
+    return item // tiles, start, min(length, start + TILE)
+
+
+@numba.njit(inline="always")
 def _pre_activation(x, weight_t, bias, order, b, i, acc):  # pragma: no cover - compiled
     """acc[c] = bias[c] + sum_k weight_t[k, c] * x[b, order[i - (K - 1) + k], c]: step i of the
     sequence that visits the rows in ``order`` (zero before its first step)."""
@@ -59,10 +66,9 @@ def conv_silu_forward(x, weight_t, bias, order, out):  # pragma: no cover - comp
     batch, length, channels = x.shape
     tiles = (length + TILE - 1) // TILE
     for item in prange(batch * tiles):
-        b = item // tiles
-        t0 = (item % tiles) * TILE
+        b, start, stop = _tile(item, tiles, length)
         acc, e, neg = _scratch(channels, out.dtype)
-        for i in range(t0, min(length, t0 + TILE)):
+        for i in range(start, stop):
             _pre_and_decay(x, weight_t, bias, order, b, i, acc, e, neg)
             row = order[i]
             for c in range(channels):
@@ -82,10 +88,9 @@ def conv_silu_backward(
     width = weight_t.shape[0]
     tiles = (length + TILE - 1) // TILE
     for item in prange(batch * tiles):
-        b = item // tiles
-        t0 = (item % tiles) * TILE
+        b, start, stop = _tile(item, tiles, length)
         acc, e, neg = _scratch(channels, grad_pre.dtype)
-        for i in range(t0, min(length, t0 + TILE)):
+        for i in range(start, stop):
             _pre_and_decay(x, weight_t, bias, order, b, i, acc, e, neg)
             row = order[i]
             for c in range(channels):
@@ -100,9 +105,8 @@ def conv_silu_backward(
                     for c in range(channels):
                         grad_w_parts[item, k, c] += grad_pre[b, i, c] * x[b, source_row, c]
     for item in prange(batch * tiles):
-        b = item // tiles
-        t0 = (item % tiles) * TILE
-        for s in range(t0, min(length, t0 + TILE)):
+        b, start, stop = _tile(item, tiles, length)
+        for s in range(start, stop):
             row = order[s]
             for c in range(channels):
                 grad_x[b, row, c] = 0
