@@ -232,6 +232,10 @@ def selective_scan_tokens(
                 f"delta_proj must be (d, r) for a (batch, L, r) delta: got {tuple(delta_proj.shape)}"
                 f" for delta {tuple(delta.shape)}"
             )
+        if delta_proj.shape[0] != u.shape[-1]:
+            raise ValueError(
+                f"delta_proj has {delta_proj.shape[0]} rows for {u.shape[-1]} channels"
+            )
         if chosen != "numba":
             delta, delta_proj = F.linear(delta, delta_proj), None
 
@@ -243,8 +247,6 @@ def selective_scan_tokens(
         channels_first(z),
         delta_bias,
     )
-    if delta_proj is not None and delta_proj.shape[0] != u.shape[-1]:
-        raise ValueError(f"delta_proj has {delta_proj.shape[0]} rows for {u.shape[-1]} channels")
     if chosen == "numba":
         return numba_scan.selective_scan_tokens_numba(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj

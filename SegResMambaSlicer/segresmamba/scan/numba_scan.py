@@ -73,6 +73,25 @@ def _projection(delta_proj: torch.Tensor | None, work: torch.dtype):
     return delta_proj.detach().to(work).t().contiguous().numpy()
 
 
+def _operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work: torch.dtype) -> tuple:
+    """The kernels' inputs, in their order, as numpy arrays in the work dtype: delta, bias,
+    projection, u, A transposed per batch element (batch, n, d), B, C, D, z. The forward and the
+    backward pass the same ones."""
+    batch, _, d = u.shape
+    A_t = A.detach().to(work).expand(batch, d, A.shape[-1]).transpose(1, 2).contiguous()
+    return (
+        _array(delta, work, (1, 1, 1)),
+        _array(delta_bias, work, (1,)),
+        _projection(delta_proj, work),
+        _array(u, work, (1, 1, 1)),
+        A_t.numpy(),
+        _array(B, work, (1, 1, 1)),
+        _array(C, work, (1, 1, 1)),
+        _array(D, work, (1,)),
+        _array(z, work, (1, 1, 1)),
+    )
+
+
 def visit_rows(order: torch.Tensor | None, length: int):
     """The rows the sequence visits, as an int64 numpy array (0..L-1 when ``order`` is None)."""
     if order is None:
@@ -95,21 +114,12 @@ class _FusedScan(torch.autograd.Function):
         rows = visit_rows(order, length)
         n = A.shape[-1]
         work = torch.float64 if u.dtype == torch.float64 else torch.float32
-        A_t = A.detach().to(work).expand(batch, d, n).transpose(1, 2).contiguous()
         save = any(ctx.needs_input_grad)
         chunks = -(-length // CHUNK) if save else 1
         checkpoints = torch.empty((batch, chunks, n, d), dtype=work)
         y = torch.empty((batch, length, d), dtype=work)
         kernels.scan_forward(
-            _array(delta, work, (1, 1, 1)),
-            _array(delta_bias, work, (1,)),
-            _projection(delta_proj, work),
-            _array(u, work, (1, 1, 1)),
-            A_t.numpy(),
-            _array(B, work, (1, 1, 1)),
-            _array(C, work, (1, 1, 1)),
-            _array(D, work, (1,)),
-            _array(z, work, (1, 1, 1)),
+            *_operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work),
             rows,
             y.numpy(),
             checkpoints.numpy(),
@@ -137,7 +147,6 @@ class _FusedScan(torch.autograd.Function):
         batch, length, d = u.shape
         n = A.shape[-1]
         work = checkpoints.dtype
-        A_t = A.to(work).expand(batch, d, n).transpose(1, 2).contiguous()
         width = block_width(d, batch, threads)
         blocks = -(-d // width)
         groups = max(1, min(blocks, threads))
@@ -155,15 +164,7 @@ class _FusedScan(torch.autograd.Function):
         grad_B = torch.zeros((groups, batch, length, n), **new)
         grad_C = torch.zeros((groups, batch, length, n), **new)
         kernels.scan_backward(
-            _array(delta, work, (1, 1, 1)),
-            _array(delta_bias, work, (1,)),
-            _projection(delta_proj, work),
-            _array(u, work, (1, 1, 1)),
-            A_t.numpy(),
-            _array(B, work, (1, 1, 1)),
-            _array(C, work, (1, 1, 1)),
-            _array(D, work, (1,)),
-            _array(z, work, (1, 1, 1)),
+            *_operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work),
             ctx.rows,
             _array(grad_out, work, (1, 1, 1)),
             checkpoints.numpy(),
