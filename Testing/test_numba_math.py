@@ -1,5 +1,6 @@
 """The numba kernels' own exp, softplus and sigmoid (vectorisable float32 arithmetic) against
-PyTorch in float64, over the whole range a scan's steps and gates can take."""
+PyTorch in float64, over the whole range a scan's steps and gates can take, compiled both
+plainly and with the kernels' fastmath flags (FMA contraction must not break their rounding)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,35 @@ import torch
 
 numba = pytest.importorskip("numba")
 
-from segresmamba.scan.numba_math import fast_exp, sigmoid, softplus  # noqa: E402
+from segresmamba.scan.numba_math import (  # noqa: E402
+    KERNEL_OPTIONS,
+    fast_exp,
+    sigmoid,
+    softplus,
+)
 
 
-@numba.njit
-def _apply(x, exp_out, softplus_out, sigmoid_out):
+def _apply(x, exp_out, softplus_out, sigmoid_out):  # pragma: no cover - compiled
     for i in range(x.shape[0]):
         exp_out[i] = fast_exp(x[i])
         softplus_out[i] = softplus(x[i])
         sigmoid_out[i] = sigmoid(x[i])
 
 
-def _evaluate(x: np.ndarray):
+_COMPILED = {
+    "plain": numba.njit(_apply),
+    "kernel flags": numba.njit(fastmath=KERNEL_OPTIONS["fastmath"])(_apply),
+}
+
+
+@pytest.fixture(params=sorted(_COMPILED))
+def flags(request) -> str:
+    return request.param
+
+
+def _evaluate(x: np.ndarray, flags: str):
     outs = [np.empty_like(x) for _ in range(3)]
-    _apply(x, *outs)
+    _COMPILED[flags](x, *outs)
     return outs
 
 
@@ -31,11 +47,11 @@ def _relative(found: np.ndarray, exact: torch.Tensor) -> float:
     return float(np.max(np.abs(found.astype(np.float64) - exact) / np.abs(exact)))
 
 
-def test_float32_is_within_a_few_ulp():
+def test_float32_is_within_a_few_ulp(flags):
     x = np.concatenate(
         [np.linspace(-30, 30, 200_001), np.linspace(-1e-3, 1e-3, 2001), [0.0, 1e-9, -1e-9]]
     ).astype(np.float32)
-    exp_out, softplus_out, sigmoid_out = _evaluate(x)
+    exp_out, softplus_out, sigmoid_out = _evaluate(x, flags)
     assert exp_out.dtype == softplus_out.dtype == sigmoid_out.dtype == np.float32
     exact = torch.from_numpy(x).double()
     eps = float(np.finfo(np.float32).eps)
@@ -44,9 +60,9 @@ def test_float32_is_within_a_few_ulp():
     assert _relative(sigmoid_out, torch.sigmoid(exact)) < 3 * eps
 
 
-def test_float32_extremes_stay_finite():
+def test_float32_extremes_stay_finite(flags):
     x = np.array([-1e30, -200.0, -88.0, 88.0, 200.0, 1e30], np.float32)
-    exp_out, softplus_out, sigmoid_out = _evaluate(x)
+    exp_out, softplus_out, sigmoid_out = _evaluate(x, flags)
     assert np.isfinite(exp_out).all() and np.isfinite(softplus_out).all()
     assert np.isfinite(sigmoid_out).all()
     np.testing.assert_allclose(softplus_out[3:], x[3:], rtol=1e-6)  # softplus(x) -> x
@@ -54,9 +70,9 @@ def test_float32_extremes_stay_finite():
     np.testing.assert_allclose(sigmoid_out, [0, 0, 0, 1, 1, 1], atol=1e-37)
 
 
-def test_float64_uses_the_exact_functions():
+def test_float64_uses_the_exact_functions(flags):
     x = np.linspace(-40, 40, 8001)
-    exp_out, softplus_out, sigmoid_out = _evaluate(x)
+    exp_out, softplus_out, sigmoid_out = _evaluate(x, flags)
     exact = torch.from_numpy(x)
     assert _relative(exp_out, exact.exp()) < 1e-15
     assert _relative(softplus_out, torch.nn.functional.softplus(exact, threshold=1e9)) < 1e-15

@@ -15,7 +15,7 @@ import torch
 from numba import prange
 from torch import nn
 
-from .numba_math import exp_into
+from .numba_math import KERNEL_OPTIONS, exp_into
 from .numba_scan import visit_rows
 
 TILE = 512
@@ -59,7 +59,7 @@ def _pre_and_decay(x, weight_t, bias, order, b, i, acc, e, neg):  # pragma: no c
     exp_into(neg, e, acc.shape[0])
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@numba.njit(**KERNEL_OPTIONS)
 def conv_silu_forward(x, weight_t, bias, order, out):  # pragma: no cover - compiled
     """out = SiLU(causal conv(x)) along the sequence that visits the rows in ``order``, written
     back to the rows; x (batch, L, d) any strides, weight_t (K, d), out contiguous."""
@@ -75,7 +75,7 @@ def conv_silu_forward(x, weight_t, bias, order, out):  # pragma: no cover - comp
                 out[b, row, c] = acc[c] / (e[c] + 1)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@numba.njit(**KERNEL_OPTIONS)
 def conv_silu_backward(
     x, weight_t, bias, order, grad_out, grad_pre, grad_x, grad_w_parts, grad_b_parts
 ):  # pragma: no cover - compiled

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .numba_math import fast_exp, sigmoid, softplus
+from .numba_math import KERNEL_OPTIONS, fast_exp, sigmoid, softplus
 
 
 @numba.njit(inline="always")
@@ -65,7 +65,7 @@ def _load_step(
             st[j] = raw[j]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@numba.njit(**KERNEL_OPTIONS)
 def scan_forward(
     delta,
     bias,
@@ -151,7 +151,7 @@ def scan_forward(
                 y[b, t, c0 + j] = acc[j]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+@numba.njit(**KERNEL_OPTIONS)
 def scan_backward(
     delta,
     bias,
