@@ -101,3 +101,23 @@ def test_conv_follows_a_row_order(scan_backend):
         results.append((out.detach(), leaf.grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
     for ours, reference in zip(*results):
         torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scan_backend", ["numba", "torch"])
+def test_conv_writes_into_a_given_buffer(scan_backend, dtype):
+    """out (inference): the result is written into the given buffer, which is returned; the
+    same values as a fresh output. Refused while autograd records the conv's weights."""
+    length = TILE + 9
+    x, conv = make(2, length, 6, dtype, seed=9)
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = causal_conv.causal_conv_silu(x, conv, scan_backend, order=order)
+        buffer = torch.full(x.shape, float("nan"), dtype=dtype)
+        returned = causal_conv.causal_conv_silu(x, conv, scan_backend, order=order, out=buffer)
+    assert returned is buffer
+    torch.testing.assert_close(buffer, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="inference"):
+        causal_conv.causal_conv_silu(x, conv, scan_backend, out=buffer)
+    with torch.no_grad(), pytest.raises(ValueError, match="x's shape"):
+        causal_conv.causal_conv_silu(x, conv, scan_backend, out=buffer[:, 1:])

@@ -248,3 +248,43 @@ def test_step_projection_shape_is_checked():
         selective_scan_tokens(*args, backend="torch", delta_proj=torch.randn(4, 3))
     with pytest.raises(ValueError, match="rows for 4 channels"):
         selective_scan_tokens(*args, backend="numba", delta_proj=torch.randn(5, 2))
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["rows-in-order", "permuted"])
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_scan_adds_into_a_given_output(small_chunks, backend, ordered):
+    """add_to (inference): the result is added into the given tensor, which is returned; the
+    same as adding the scan's own output. float32 and float64 buffers take the kernel's own
+    path, a non-contiguous one the fallback."""
+    from segresmamba.scan import selective_scan_tokens
+
+    length = 2 * CHUNK + 5
+    rows = _token_major(make_inputs(batch=2, d=5, n=4, length=length, seed=12))
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(4)) if ordered else None
+    for dtype, contiguous in ((torch.float64, True), (torch.float32, True), (torch.float32, False)):
+        args = [rows[name].to(dtype) for name in ARG_NAMES]
+        start = torch.randn(2, 5, length, dtype=dtype).transpose(1, 2)  # a non-contiguous view
+        start = start.contiguous() if contiguous else start
+        with torch.no_grad():
+            scanned = selective_scan_tokens(
+                *args, delta_softplus=True, backend=backend, order=order
+            )
+            expected = start + scanned
+            returned = selective_scan_tokens(
+                *args, delta_softplus=True, backend=backend, order=order, add_to=start
+            )
+        assert returned is start
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-6
+        torch.testing.assert_close(start, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_scan_add_to_is_refused_while_autograd_records():
+    from segresmamba.scan import selective_scan_tokens
+
+    rows = _token_major(make_inputs(batch=1, d=3, n=2, length=6))
+    args = [rows[name] for name in ARG_NAMES]
+    with pytest.raises(ValueError, match="u's shape"):
+        selective_scan_tokens(*args, backend="numba", add_to=torch.zeros(1, 5, 3))
+    args[0] = args[0].clone().requires_grad_()
+    with pytest.raises(ValueError, match="inference"):
+        selective_scan_tokens(*args, backend="numba", add_to=torch.zeros(1, 6, 3))

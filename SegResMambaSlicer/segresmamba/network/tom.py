@@ -143,26 +143,40 @@ class TriOrientedMamba(nn.Module):
         # everything twice more, so training copies that direction.
         in_place = reads_rows_in_order(x.device, self.scan_backend)
         training = torch.is_grad_enabled()
+        # In inference on that path, the three directions share one conv output buffer, and
+        # the second and third scans add into the first one's output: no fresh tokens x
+        # channels tensor per direction (each costs its page faults) and no separate sums.
+        shared = in_place and not training
+        conv_out = torch.empty_like(x_in) if shared else None
         mixed = None
         for suffix in DIRECTIONS:
             if in_place and (suffix != "_s" or not training):
                 order = direction_order(spatial, suffix, x.device)
-                y = self._direction(x_in, z_in, suffix, order)
+                add_to = mixed if shared else None
+                y = self._direction(x_in, z_in, suffix, order, conv_out, add_to)
             else:
                 x_dir = to_token_order(x_in, spatial, suffix)
                 z_dir = to_token_order(z_in, spatial, suffix)
                 y = from_token_order(self._direction(x_dir, z_dir, suffix), spatial, suffix)
-            mixed = y if mixed is None else mixed + y
+            mixed = y if mixed is None or shared else mixed + y
         out = self.out_proj(mixed).transpose(1, 2).reshape(x.shape)
         return out + x if self.residual else out
 
     def _direction(
-        self, x: torch.Tensor, z: torch.Tensor, suffix: str, order: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        suffix: str,
+        order: torch.Tensor | None = None,
+        conv_out: torch.Tensor | None = None,
+        add_to: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One Mamba pass over x and z (batch, L, d_inner), visiting their rows in ``order``
-        (None: as they lie; see :func:`direction_order`). The result is in their row layout."""
+        (None: as they lie; see :func:`direction_order`). The result is in their row layout.
+        Inference only: ``conv_out`` receives the conv's output, and the result is added into
+        ``add_to`` (and returned) when given."""
         conv = getattr(self, f"conv1d{suffix}")
-        x = causal_conv_silu(x, conv, self.scan_backend, order=order)
+        x = causal_conv_silu(x, conv, self.scan_backend, order=order, out=conv_out)
         x_dbl = F.linear(x, getattr(self, f"x_proj{suffix}").weight)  # (batch, L, r + 2n)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         # dt_proj's product and bias are applied by the scan (inside the kernels on CPUs, where
@@ -182,6 +196,7 @@ class TriOrientedMamba(nn.Module):
             backend=self.scan_backend,
             order=order,
             delta_proj=dt_proj.weight,
+            add_to=add_to,
         )
 
 

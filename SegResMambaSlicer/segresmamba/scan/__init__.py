@@ -192,6 +192,13 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
 
 
+def _check_add_to(add_to: torch.Tensor, u: torch.Tensor, inputs: tuple) -> None:
+    if tuple(add_to.shape) != tuple(u.shape):
+        raise ValueError(f"add_to must have u's shape {tuple(u.shape)}, got {tuple(add_to.shape)}")
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        raise ValueError("add_to is for inference: autograd is recording these inputs")
+
+
 def selective_scan_tokens(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -205,6 +212,7 @@ def selective_scan_tokens(
     backend: str | None = None,
     order: torch.Tensor | None = None,
     delta_proj: torch.Tensor | None = None,
+    add_to: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`selective_scan` on token-major tensors, the layout ``nn.Linear`` produces.
 
@@ -220,6 +228,11 @@ def selective_scan_tokens(
     (batch, L, r) input and the step is computed from ``delta @ delta_proj.T``. The numba scan
     applies it token by token inside its kernels (the tokens x channels product is never stored);
     the other backends get the product.
+
+    ``add_to`` (batch, L, d): the result is added into this tensor in place, and it is returned.
+    ToM sums its three directions so in inference: the numba kernel adds as it writes, so no
+    direction gets an output of its own and no separate sum is run. Refused while autograd
+    records (the sum would hide each direction's output from it).
     """
 
     def channels_first(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -247,10 +260,17 @@ def selective_scan_tokens(
         channels_first(z),
         delta_bias,
     )
+    if add_to is not None:
+        _check_add_to(add_to, u, (u, delta, A, B, C, D, z, delta_bias, delta_proj))
     if chosen == "numba":
         return numba_scan.selective_scan_tokens_numba(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj, add_to
         )
+    if add_to is not None:
+        y = selective_scan_tokens(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, chosen, order, delta_proj
+        )
+        return add_to.add_(y)
     if order is not None:
         visit = [t.index_select(1, order) if t is not None else None for t in (u, delta, B, C, z)]
         u_o, delta_o, B_o, C_o, z_o = visit

@@ -58,6 +58,7 @@ def causal_conv_silu(
     conv: nn.Conv1d,
     scan_backend: str | None = None,
     order: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) tensors.
 
@@ -66,13 +67,35 @@ def causal_conv_silu(
     permutation of the rows: the conv runs along the sequence that visits row ``order[i]`` at
     step i, and the result stays in row layout (the numba kernel reads the rows in place; the
     others work on reordered copies).
+
+    ``out`` (x's shape), for inference only: the result is written into it and it is returned,
+    so ToM's three directions can share one buffer (a fresh tokens x channels tensor per
+    direction costs its page faults every time). Refused while autograd records.
     """
-    length = x.shape[1]
+    if out is not None:
+        if out.shape != x.shape:
+            raise ValueError(f"out must have x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
+        recorded = (x, conv.weight, conv.bias)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in recorded):
+            raise ValueError("out is for inference: autograd is recording these inputs")
     backend = resolve_conv_backend(x.device, scan_backend)
     if backend == "numba":
         from .numba_conv import causal_conv_silu_numba
 
-        return causal_conv_silu_numba(x, conv, order)
+        return causal_conv_silu_numba(x, conv, order, out)
+    result = _conv_silu_other(x, conv, scan_backend, backend, order)
+    return result if out is None else out.copy_(result)
+
+
+def _conv_silu_other(
+    x: torch.Tensor,
+    conv: nn.Conv1d,
+    scan_backend: str | None,
+    backend: str,
+    order: torch.Tensor | None,
+) -> torch.Tensor:
+    """causal-conv1d's kernel or nn.Conv1d, on reordered copies when ``order`` is given."""
+    length = x.shape[1]
     if order is not None:
         out = causal_conv_silu(x.index_select(1, order), conv, scan_backend)
         return out.index_select(1, torch.argsort(order))

@@ -165,8 +165,20 @@ class _ConvSilu(torch.autograd.Function):
 
 
 def causal_conv_silu_numba(
-    x: torch.Tensor, conv: nn.Conv1d, order: torch.Tensor | None = None
+    x: torch.Tensor,
+    conv: nn.Conv1d,
+    order: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SiLU(causal depthwise conv1d(x)) for token-major (batch, L, channels) CPU tensors, along
-    the sequence that visits the rows in ``order`` (None: 0..L-1); the result is in row order."""
-    return _ConvSilu.apply(x, conv.weight, conv.bias, order)
+    the sequence that visits the rows in ``order`` (None: 0..L-1); the result is in row order.
+    ``out``, for inference only (the caller checks): the kernel writes into it, and it is
+    returned."""
+    if out is None:
+        return _ConvSilu.apply(x, conv.weight, conv.bias, order)
+    work, weight_t, bias_w = _operands(x, conv.weight, conv.bias)
+    if out.dtype != work or not out.is_contiguous():
+        return out.copy_(_ConvSilu.apply(x, conv.weight, conv.bias, order))
+    rows = visit_rows(order, x.shape[1])
+    conv_silu_forward(x.detach().to(work).numpy(), weight_t, bias_w, rows, out.numpy())
+    return out

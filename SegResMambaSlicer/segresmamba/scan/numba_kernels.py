@@ -85,10 +85,11 @@ def scan_forward(
     has_D,
     has_z,
     save,
+    accumulate,
     chunk,
     width,
 ):  # pragma: no cover - compiled
-    """y = (<h_t, C_t> + D u_t) * silu(z_t), h_t = exp(step_t A) h_{t-1} + step_t u_t B_t, with
+    """y = (<h_t, C_t> + D u_t) * silu(z_t) (``accumulate``: y += that), h_t = exp(step_t A) h_{t-1} + step_t u_t B_t, with
     step = softplus(delta + bias) (``use_softplus``) or delta + bias, where delta is the
     low-rank input times ``proj_t`` when ``has_proj`` (mamba-ssm's dt_proj, so its
     tokens x channels output is never stored).
@@ -147,8 +148,12 @@ def scan_forward(
                 for j in range(w):
                     gate = z[b, t, c0 + j]
                     acc[j] *= gate * sigmoid(gate)
-            for j in range(w):
-                y[b, t, c0 + j] = acc[j]
+            if accumulate:
+                for j in range(w):
+                    y[b, t, c0 + j] += acc[j]
+            else:
+                for j in range(w):
+                    y[b, t, c0 + j] = acc[j]
 
 
 @numba.njit(**KERNEL_OPTIONS)

@@ -103,34 +103,63 @@ def visit_rows(order: torch.Tensor | None, length: int):
     return order.to(torch.int64).contiguous().numpy()
 
 
+def _run_forward(
+    operands: tuple,
+    rows,
+    y: torch.Tensor,
+    flags: tuple[bool, bool, bool, bool, bool],
+    save: bool,
+    accumulate: bool,
+) -> torch.Tensor:
+    """Run the forward kernel into ``y`` (batch, L, d), adding to it when ``accumulate``;
+    returns the checkpoints (batch, chunks, n, d), one stand-in chunk unless ``save``.
+    ``flags``: has delta_bias, has delta_proj, softplus, has D, has z."""
+    threads = _set_threads()
+    batch, length, d = y.shape
+    n = operands[4].shape[1]  # A_t (batch, n, d)
+    chunks = -(-length // CHUNK) if save else 1
+    checkpoints = torch.empty((batch, chunks, n, d), dtype=y.dtype)
+    _kernels().scan_forward(
+        *operands,
+        rows,
+        y.numpy(),
+        checkpoints.numpy(),
+        *flags,
+        save,
+        accumulate,
+        CHUNK,
+        block_width(d, batch, threads),
+    )
+    return checkpoints
+
+
+def _flags(delta_bias, delta_proj, delta_softplus: bool, D, z) -> tuple[bool, ...]:
+    return (
+        delta_bias is not None,
+        delta_proj is not None,
+        delta_softplus,
+        D is not None,
+        z is not None,
+    )
+
+
 class _FusedScan(torch.autograd.Function):
     """The scan on token-major tensors: u, delta, z (batch, L, d); B, C (batch, L, n)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj):
-        kernels = _kernels()
-        threads = _set_threads()
         batch, length, d = u.shape
         rows = visit_rows(order, length)
-        n = A.shape[-1]
         work = torch.float64 if u.dtype == torch.float64 else torch.float32
         save = any(ctx.needs_input_grad)
-        chunks = -(-length // CHUNK) if save else 1
-        checkpoints = torch.empty((batch, chunks, n, d), dtype=work)
         y = torch.empty((batch, length, d), dtype=work)
-        kernels.scan_forward(
-            *_operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work),
+        checkpoints = _run_forward(
+            _operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work),
             rows,
-            y.numpy(),
-            checkpoints.numpy(),
-            delta_bias is not None,
-            delta_proj is not None,
-            delta_softplus,
-            D is not None,
-            z is not None,
+            y,
+            _flags(delta_bias, delta_proj, delta_softplus, D, z),
             save,
-            CHUNK,
-            block_width(d, batch, threads),
+            accumulate=False,
         )
         ctx.delta_softplus = delta_softplus
         ctx.rows = rows
@@ -220,6 +249,7 @@ def selective_scan_tokens_numba(
     delta_softplus: bool = False,
     order: torch.Tensor | None = None,
     delta_proj: torch.Tensor | None = None,
+    add_to: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The fused scan on token-major CPU tensors: u, delta, z (batch, L, d); B, C (batch, L, n);
     A (d, n) or (batch, d, n); D, delta_bias (d,). Returns (batch, L, d) in u's dtype.
@@ -227,8 +257,26 @@ def selective_scan_tokens_numba(
     ``order`` (L,) lists the rows in the order the sequence visits them (None: 0..L-1); every
     tensor, the output too, stays in its row layout. ``delta_proj`` (d, r): delta is then the
     low-rank (batch, L, r) input, and the kernels apply this projection (mamba-ssm's
-    ``dt_proj.weight``) token by token."""
-    return _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj)
+    ``dt_proj.weight``) token by token. ``add_to`` (batch, L, d), for inference only (the caller
+    checks): the kernel adds the result into it, and it is returned."""
+    if add_to is None:
+        return _FusedScan.apply(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj
+        )
+    work = torch.float64 if u.dtype == torch.float64 else torch.float32
+    if add_to.dtype != work or not add_to.is_contiguous():
+        return add_to.add_(
+            _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj)
+        )
+    _run_forward(
+        _operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work),
+        visit_rows(order, u.shape[1]),
+        add_to,
+        _flags(delta_bias, delta_proj, delta_softplus, D, z),
+        save=False,
+        accumulate=True,
+    )
+    return add_to
 
 
 def selective_scan_numba(
