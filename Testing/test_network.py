@@ -221,8 +221,8 @@ def test_direction_order_lists_the_rows_to_token_order_visits(suffix):
 
 @pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
 def test_tom_reading_rows_in_place_equals_reordered_copies(monkeypatch, grad):
-    """The numba kernels follow the reversed (and, without gradients, the inter-slice) order
-    in place; the result and every gradient equal those of the reordered-copies path."""
+    """The numba kernels follow the reversed and inter-slice orders in place, with and without
+    gradients; the result and every gradient equal those of the reordered-copies path."""
     import segresmamba.network.tom as tom
 
     torch.manual_seed(0)

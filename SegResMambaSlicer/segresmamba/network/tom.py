@@ -136,21 +136,18 @@ class TriOrientedMamba(nn.Module):
         # (batch, L, d_inner) tensors: the scan reads z in place instead of copying a slice.
         weight_x, weight_z = self.in_proj.weight.split(self.d_inner, dim=0)
         x_in, z_in = F.linear(tokens, weight_x), F.linear(tokens, weight_z)
-        # The numba conv and scan walk a direction's order over the rows where they lie; other
-        # backends get each direction's tokens reordered once and the result put back. The
-        # inter-slice order jumps H x W rows between steps, so read in place every step misses
-        # the caches: cheaper than copies for a forward pass, dearer when the backward reads
-        # everything twice more, so training copies that direction.
+        # The numba conv and scan walk a direction's order over the rows where they lie (the
+        # inter-slice order jumps H x W rows per step; the kernels prefetch the rows they will
+        # need); other backends get each direction's tokens reordered once and put back.
         in_place = reads_rows_in_order(x.device, self.scan_backend)
-        training = torch.is_grad_enabled()
         # In inference on that path, the three directions share one conv output buffer, and
         # the second and third scans add into the first one's output: no fresh tokens x
         # channels tensor per direction (each costs its page faults) and no separate sums.
-        shared = in_place and not training
+        shared = in_place and not torch.is_grad_enabled()
         conv_out = torch.empty_like(x_in) if shared else None
         mixed = None
         for suffix in DIRECTIONS:
-            if in_place and (suffix != "_s" or not training):
+            if in_place:
                 order = direction_order(spatial, suffix, x.device)
                 add_to = mixed if shared else None
                 y = self._direction(x_in, z_in, suffix, order, conv_out, add_to)

@@ -16,6 +16,7 @@ from numba import prange
 from torch import nn
 
 from .numba_math import KERNEL_OPTIONS, exp_into
+from .numba_prefetch import PREFETCH_STEPS, prefetch_row
 from .numba_scan import visit_rows
 
 TILE = 512
@@ -69,6 +70,9 @@ def conv_silu_forward(x, weight_t, bias, order, out):  # pragma: no cover - comp
         b, start, stop = _tile(item, tiles, length)
         acc, e, neg = _scratch(channels, out.dtype)
         for i in range(start, stop):
+            if i + PREFETCH_STEPS < length:  # rows a row order visits are far apart
+                prefetch_row(x, (b, order[i + PREFETCH_STEPS]), 0, channels)
+                prefetch_row(out, (b, order[i + PREFETCH_STEPS]), 0, channels)
             _pre_and_decay(x, weight_t, bias, order, b, i, acc, e, neg)
             row = order[i]
             for c in range(channels):
@@ -91,6 +95,9 @@ def conv_silu_backward(
         b, start, stop = _tile(item, tiles, length)
         acc, e, neg = _scratch(channels, grad_pre.dtype)
         for i in range(start, stop):
+            if i + PREFETCH_STEPS < length:
+                prefetch_row(x, (b, order[i + PREFETCH_STEPS]), 0, channels)
+                prefetch_row(grad_out, (b, order[i + PREFETCH_STEPS]), 0, channels)
             _pre_and_decay(x, weight_t, bias, order, b, i, acc, e, neg)
             row = order[i]
             for c in range(channels):
@@ -107,6 +114,8 @@ def conv_silu_backward(
     for item in prange(batch * tiles):
         b, start, stop = _tile(item, tiles, length)
         for s in range(start, stop):
+            if s + PREFETCH_STEPS < length:
+                prefetch_row(grad_x, (b, order[s + PREFETCH_STEPS]), 0, channels)
             row = order[s]
             for c in range(channels):
                 grad_x[b, row, c] = 0

@@ -25,6 +25,7 @@ import numpy as np
 from numba import prange
 
 from .numba_math import KERNEL_OPTIONS, fast_exp, sigmoid, softplus
+from .numba_prefetch import PREFETCH_STEPS, prefetch_row
 
 
 @numba.njit(inline="always")
@@ -63,6 +64,17 @@ def _load_step(
     else:
         for j in range(width):
             st[j] = raw[j]
+
+
+@numba.njit(inline="always")
+def _prefetch_inputs(delta, u, B, C, z, has_proj, has_z, b, t, c0, w):  # pragma: no cover
+    """Ask for token t's rows of the inputs (see :mod:`.numba_prefetch`)."""
+    prefetch_row(delta, (b, t), 0 if has_proj else c0, delta.shape[2] if has_proj else w)
+    prefetch_row(u, (b, t), c0, w)
+    prefetch_row(B, (b, t), 0, B.shape[2])
+    prefetch_row(C, (b, t), 0, C.shape[2])
+    if has_z:
+        prefetch_row(z, (b, t), c0, w)
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -122,6 +134,10 @@ def scan_forward(
         acc = np.empty(width, dtype)
         for i in range(length):
             t = order[i]
+            if i + PREFETCH_STEPS < length:
+                ahead = order[i + PREFETCH_STEPS]
+                _prefetch_inputs(delta, u, B, C, z, has_proj, has_z, b, ahead, c0, w)
+                prefetch_row(y, (b, ahead), c0, w)
             if save and i % chunk == 0:
                 for k in range(n):
                     for j in range(w):
@@ -255,6 +271,10 @@ def scan_backward(
                 # Recompute this chunk's states and decays from its checkpoint.
                 for i in range(tokens):
                     t = order[t0 + i]
+                    if i + PREFETCH_STEPS < tokens:
+                        ahead = order[t0 + i + PREFETCH_STEPS]
+                        _prefetch_inputs(delta, u, B, C, z, has_proj, has_z, b, ahead, c0, w)
+                        prefetch_row(grad_y, (b, ahead), c0, w)
                     st = steps[i]
                     _load_step(
                         delta,
@@ -283,9 +303,21 @@ def scan_backward(
                             kj = k * width + j
                             decay[kj] = fast_exp(st[j] * rate[kj])
                             state[kj] = decay[kj] * previous[kj] + drive[j] * bk
-                # The adjoint, backwards in time.
+                # The adjoint, backwards in time (the recompute has just read the chunk's
+                # input rows; the outputs' rows are asked for ahead of use).
                 for i in range(tokens - 1, -1, -1):
                     t = order[t0 + i]
+                    if i >= PREFETCH_STEPS:
+                        ahead = order[t0 + i - PREFETCH_STEPS]
+                        prefetch_row(grad_u, (b, ahead), c0, w)
+                        if has_z:
+                            prefetch_row(grad_z, (b, ahead), c0, w)
+                        if has_proj:
+                            prefetch_row(grad_low_parts, (group, b, ahead), 0, rank)
+                        else:
+                            prefetch_row(grad_delta, (b, ahead), c0, w)
+                        prefetch_row(grad_B_parts, (group, b, ahead), 0, n)
+                        prefetch_row(grad_C_parts, (group, b, ahead), 0, n)
                     raw = raws[i]
                     st = steps[i]
                     _load_block(u, b, t, c0, w, uu, width)
