@@ -15,7 +15,9 @@ Why the decays are computed here: a (tokens x channels x state) tensor of ``exp(
 costs more memory traffic than the scan itself. The step itself, softplus(delta + bias), is
 computed here too (:mod:`.numba_math` has exp, softplus and sigmoid as plain vectorisable
 arithmetic), so the raw projection goes in as it is and no (tokens x channels) step tensor is
-made before or kept for the backward.
+made before or kept for the backward. Each decay is taken as 2**(step * A log2(e)), A scaled
+once per block: exp2's range reduction is a plain rounding, a few instructions fewer per state
+element than exp's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .numba_math import KERNEL_OPTIONS, fast_exp, sigmoid, softplus
+from .numba_math import KERNEL_OPTIONS, LOG2_E, fast_exp2, log_two, sigmoid, softplus
 from .numba_prefetch import PREFETCH_STEPS, prefetch_row
 
 
@@ -126,7 +128,7 @@ def scan_forward(
         rate = np.zeros(size, dtype)
         for k in range(n):
             for j in range(w):
-                rate[k * width + j] = A_t[b, k, c0 + j]
+                rate[k * width + j] = A_t[b, k, c0 + j] * LOG2_E  # decay = 2**(step rate)
         raw = np.empty(width, dtype)
         st = np.empty(width, dtype)
         uu = np.empty(width, dtype)
@@ -154,7 +156,7 @@ def scan_forward(
                 ck = C[b, t, k]
                 for j in range(width):
                     kj = k * width + j
-                    value = fast_exp(st[j] * rate[kj]) * h[kj] + drive[j] * bk
+                    value = fast_exp2(st[j] * rate[kj]) * h[kj] + drive[j] * bk
                     h[kj] = value
                     acc[j] += value * ck
             if has_D:
@@ -255,7 +257,7 @@ def scan_backward(
             rate[:] = 0
             for k in range(n):
                 for j in range(w):
-                    rate[k * width + j] = A_t[b, k, c0 + j]
+                    rate[k * width + j] = A_t[b, k, c0 + j] * LOG2_E  # decay = 2**(step rate)
             adjoint[:] = 0
             gA[:] = 0
             gD[:] = 0
@@ -301,7 +303,7 @@ def scan_backward(
                         bk = B[b, t, k]
                         for j in range(width):
                             kj = k * width + j
-                            decay[kj] = fast_exp(st[j] * rate[kj])
+                            decay[kj] = fast_exp2(st[j] * rate[kj])
                             state[kj] = decay[kj] * previous[kj] + drive[j] * bk
                 # The adjoint, backwards in time (the recompute has just read the chunk's
                 # input rows; the outputs' rows are asked for ahead of use).
@@ -372,7 +374,8 @@ def scan_backward(
                         grad_u[b, t, c0 + j] = g_drive[j] * st[j] + (
                             gy[j] * D[c0 + j] if has_D else 0
                         )
-                        g = g_step[j] + g_drive[j] * uu[j]  # d loss / d step
+                        # d loss / d step; g_step summed term * A log2(e)
+                        g = g_step[j] * log_two(g_step[j]) + g_drive[j] * uu[j]
                         if use_softplus:
                             g *= sigmoid(raw[j])
                         g_raw[j] = g

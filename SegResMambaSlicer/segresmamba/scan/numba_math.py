@@ -18,12 +18,36 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-__all__ = ["KERNEL_OPTIONS", "exp_into", "fast_exp", "sigmoid", "softplus"]
+__all__ = [
+    "KERNEL_OPTIONS",
+    "LOG2_E",
+    "exp_into",
+    "fast_exp",
+    "fast_exp2",
+    "log_two",
+    "sigmoid",
+    "softplus",
+]
 
 _F = np.float32
 _LOG2E = _F(1.44269504088896341)
 _LN2_HI = _F(0.693359375)
 _LN2_LO = _F(-2.12194440e-4)
+LOG2_E = 1.4426950408889634
+"""log2(e): exp(x) = exp2(x * LOG2_E). The scan kernels scale A by it once per block, so that
+each decay is one exp2 (its range reduction is a plain rounding)."""
+_EXP2_P = tuple(
+    _F(c)
+    for c in (
+        1.535336188319500e-4,
+        1.339887440266574e-3,
+        9.618437357674640e-3,
+        5.550332471162809e-2,
+        2.402264791363012e-1,
+        6.931472028550421e-1,
+    )
+)
+_LOW2, _HIGH2 = _F(-126.0), _F(127.0)
 _EXP_P = tuple(
     _F(c)
     for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1)
@@ -104,6 +128,38 @@ def _fast_exp_overload(x):
         return (p * (r * r) + r + _ONE) * power
 
     return exp32
+
+
+def fast_exp2(x):  # pragma: no cover - replaced when compiled
+    """2**x: Cephes' exp2f for float32, ``math.pow`` for float64."""
+    return 2.0**x
+
+
+@overload(fast_exp2, inline="always", jit_options={"cache": True})
+def _fast_exp2_overload(x):
+    if x != types.float32:
+        return lambda x: math.pow(2.0, x)
+
+    def exp2_32(x):  # pragma: no cover - compiled
+        v = min(max(x, _LOW2), _HIGH2)
+        k = (v + _ROUND) - _ROUND  # the nearest integer: v = k + r, |r| <= 1/2
+        r = v - k
+        p0, p1, p2, p3, p4, p5 = _EXP2_P
+        p = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r + _ONE
+        return p * _int_bits_as_float(np.int32((k + _BIAS) * _MANTISSA))
+
+    return exp2_32
+
+
+def log_two(like):  # pragma: no cover - replaced when compiled
+    """ln(2) in the type of ``like`` (float32 stays float32)."""
+    return math.log(2.0)
+
+
+@overload(log_two, inline="always", jit_options={"cache": True})
+def _log_two_overload(like):
+    value = _F(math.log(2.0)) if like == types.float32 else math.log(2.0)
+    return lambda like: value
 
 
 def _log1p_small(a):  # pragma: no cover - replaced when compiled
