@@ -193,10 +193,13 @@ def test_scan_order_must_list_every_row():
 
 
 @pytest.mark.parametrize("ordered", [False, True], ids=["rows-in-order", "permuted"])
+@pytest.mark.parametrize("sliced", [False, True], ids=["own-tensors", "x_proj-slices"])
 @pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_scan_applies_the_step_projection_itself(small_chunks, backend, ordered):
+def test_scan_applies_the_step_projection_itself(small_chunks, backend, ordered, sliced):
     """delta_proj (dt_proj's weight): the scan of the low-rank delta equals the scan of its
-    product with the projection, forward and every gradient, the projection's included."""
+    product with the projection, forward and every gradient, the projection's included. With
+    ``sliced``, delta, B and C are column slices of one tensor, as ToM's x_proj gives them (the
+    numba kernels read them in place)."""
     from segresmamba.scan import selective_scan_tokens
 
     length, d, rank = 2 * CHUNK + 3, 6, 3
@@ -209,6 +212,10 @@ def test_scan_applies_the_step_projection_itself(small_chunks, backend, ordered)
 
     def fused(leaves):
         args = [leaves[name] for name in ARG_NAMES]
+        if sliced:
+            joined = torch.cat([args[1], args[3], args[4]], dim=-1)
+            args[1], args[3], args[4] = joined.split([rank, 4, 4], dim=-1)
+            assert not args[3].is_contiguous()
         return selective_scan_tokens(
             *args, delta_softplus=True, backend=backend, order=order,
             delta_proj=leaves["delta_proj"],

@@ -74,6 +74,16 @@ def _array(t: torch.Tensor | None, work: torch.dtype, like_shape: tuple[int, ...
     return t.detach().to(work).contiguous().numpy()
 
 
+def _rows(t: torch.Tensor | None, work: torch.dtype, like_shape: tuple[int, ...]):
+    """Like :func:`_array`, but any row stride is kept: ToM's dt, B and C are column slices of
+    one x_proj output, which the kernels read element by element, so copying them out first
+    (three copies per direction) would buy nothing. Only a last axis with gaps is copied."""
+    if t is None:
+        return torch.zeros(like_shape, dtype=work).numpy()
+    t = t.detach().to(work)
+    return (t if t.stride(-1) == 1 else t.contiguous()).numpy()
+
+
 def _projection(delta_proj: torch.Tensor | None, work: torch.dtype):
     """dt_proj's weight (d, r) transposed to (r, d), so a block of channels is contiguous."""
     if delta_proj is None:
@@ -88,13 +98,13 @@ def _operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work: torch.dtype
     batch, _, d = u.shape
     A_t = A.detach().to(work).expand(batch, d, A.shape[-1]).transpose(1, 2).contiguous()
     return (
-        _array(delta, work, (1, 1, 1)),
+        _rows(delta, work, (1, 1, 1)) if delta_proj is not None else _array(delta, work, (1,) * 3),
         _array(delta_bias, work, (1,)),
         _projection(delta_proj, work),
         _array(u, work, (1, 1, 1)),
         A_t.numpy(),
-        _array(B, work, (1, 1, 1)),
-        _array(C, work, (1, 1, 1)),
+        _rows(B, work, (1, 1, 1)),
+        _rows(C, work, (1, 1, 1)),
         _array(D, work, (1,)),
         _array(z, work, (1, 1, 1)),
     )
