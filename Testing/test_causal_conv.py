@@ -36,8 +36,9 @@ def test_tom_output_unchanged_by_the_conv_choice():
         try:
             import segresmamba.network.tom as tom
 
-            def previous(t, conv, _backend=None, order=None):
-                assert order is None  # the torch backend reorders copies up front
+            def previous(t, conv, _backend=None, order=None, out=None):
+                # the torch backend reorders copies up front and shares no buffers
+                assert order is None and out is None
                 return previous_causal_conv_silu(t, conv)
 
             tom.causal_conv_silu = previous
