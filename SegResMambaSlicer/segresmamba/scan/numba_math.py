@@ -18,6 +18,10 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from .numba_target import prefer_full_vector_width
+
+prefer_full_vector_width()  # before the first kernel is defined (see numba_target)
+
 __all__ = [
     "KERNEL_OPTIONS",
     "LOG2_E",

@@ -17,6 +17,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .numba_target import prefer_full_vector_width
+
+prefer_full_vector_width()  # before the first kernel is defined (see numba_target)
+
 __all__ = ["PREFETCH_STEPS", "prefetch_row"]
 
 PREFETCH_STEPS = 8
