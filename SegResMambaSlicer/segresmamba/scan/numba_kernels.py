@@ -103,7 +103,8 @@ def scan_forward(
     chunk,
     width,
 ):  # pragma: no cover - compiled
-    """y = (<h_t, C_t> + D u_t) * silu(z_t) (``accumulate``: y += that), h_t = exp(step_t A) h_{t-1} + step_t u_t B_t, with
+    """y = (<h_t, C_t> + D u_t) * silu(z_t) (``accumulate``: y += that), with the state
+    h_t = exp(step_t A) h_{t-1} + step_t u_t B_t and
     step = softplus(delta + bias) (``use_softplus``) or delta + bias, where delta is the
     low-rank input times ``proj_t`` when ``has_proj`` (mamba-ssm's dt_proj, so its
     tokens x channels output is never stored).
