@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import numba_scan, triton_scan
-from .causal_conv import resolve_conv_backend
+from .causal_conv import refuse_while_recording, resolve_conv_backend
 from .cuda_scan import load_kernel, selective_scan_cuda
 from .reference import selective_scan_reference
 from .torch_scan import selective_scan_tokens_torch, selective_scan_torch
@@ -195,8 +195,7 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
 def _check_add_to(add_to: torch.Tensor, u: torch.Tensor, inputs: tuple) -> None:
     if tuple(add_to.shape) != tuple(u.shape):
         raise ValueError(f"add_to must have u's shape {tuple(u.shape)}, got {tuple(add_to.shape)}")
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        raise ValueError("add_to is for inference: autograd is recording these inputs")
+    refuse_while_recording("add_to", inputs)
 
 
 def selective_scan_tokens(

@@ -53,6 +53,13 @@ def resolve_conv_backend(
     return "torch"
 
 
+def refuse_while_recording(argument: str, inputs: tuple) -> None:
+    """An ``argument`` that writes into a caller's buffer is for inference only: autograd could
+    not follow the result (the conv's ``out``, the scan's ``add_to``)."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        raise ValueError(f"{argument} is for inference: autograd is recording these inputs")
+
+
 def causal_conv_silu(
     x: torch.Tensor,
     conv: nn.Conv1d,
@@ -75,9 +82,7 @@ def causal_conv_silu(
     if out is not None:
         if out.shape != x.shape:
             raise ValueError(f"out must have x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
-        recorded = (x, conv.weight, conv.bias)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in recorded):
-            raise ValueError("out is for inference: autograd is recording these inputs")
+        refuse_while_recording("out", (x, conv.weight, conv.bias))
     backend = resolve_conv_backend(x.device, scan_backend)
     if backend == "numba":
         from .numba_conv import causal_conv_silu_numba

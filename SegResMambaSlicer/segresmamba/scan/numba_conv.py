@@ -17,7 +17,7 @@ from torch import nn
 
 from .numba_math import KERNEL_OPTIONS, exp_into
 from .numba_prefetch import PREFETCH_STEPS, prefetch_row
-from .numba_scan import visit_rows
+from .numba_scan import visit_rows, work_dtype
 
 TILE = 512
 """Tokens per parallel work item."""
@@ -129,21 +129,27 @@ def conv_silu_backward(
 def _operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     """The work dtype, and the conv's weight as (K, d) and bias as (d,) numpy arrays in it."""
     channels, width = weight.shape[0], weight.shape[-1]
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    work = work_dtype(x)
     weight_t = weight.detach().to(work).reshape(channels, width).t().contiguous()
     bias_w = bias.detach().to(work) if bias is not None else torch.zeros(channels, dtype=work)
     return work, weight_t.numpy(), bias_w.numpy()
 
 
+def _forward_into(x, weight, bias, order, out: torch.Tensor):
+    """Run :func:`conv_silu_forward` into ``out`` (contiguous, the work dtype); returns the rows
+    visited, as the backward needs them."""
+    _, weight_t, bias_w = _operands(x, weight, bias)
+    rows = visit_rows(order, x.shape[1])
+    conv_silu_forward(x.detach().to(out.dtype).numpy(), weight_t, bias_w, rows, out.numpy())
+    return rows
+
+
 class _ConvSilu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, order):
-        work, weight_t, bias_w = _operands(x, weight, bias)
-        out = torch.empty(x.shape, dtype=work)
-        rows = visit_rows(order, x.shape[1])
-        conv_silu_forward(x.detach().to(work).numpy(), weight_t, bias_w, rows, out.numpy())
+        out = torch.empty(x.shape, dtype=work_dtype(x))
+        ctx.rows = _forward_into(x, weight, bias, order, out)
         ctx.save_for_backward(x, weight, bias)
-        ctx.rows = rows
         return out.to(x.dtype)
 
     @staticmethod
@@ -185,9 +191,7 @@ def causal_conv_silu_numba(
     returned."""
     if out is None:
         return _ConvSilu.apply(x, conv.weight, conv.bias, order)
-    work, weight_t, bias_w = _operands(x, conv.weight, conv.bias)
-    if out.dtype != work or not out.is_contiguous():
+    if out.dtype != work_dtype(x) or not out.is_contiguous():
         return out.copy_(_ConvSilu.apply(x, conv.weight, conv.bias, order))
-    rows = visit_rows(order, x.shape[1])
-    conv_silu_forward(x.detach().to(work).numpy(), weight_t, bias_w, rows, out.numpy())
+    _forward_into(x, conv.weight, conv.bias, order, out)
     return out

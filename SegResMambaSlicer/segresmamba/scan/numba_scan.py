@@ -59,6 +59,11 @@ def _set_threads() -> int:
     return threads
 
 
+def work_dtype(t: torch.Tensor) -> torch.dtype:
+    """The kernels' dtype for ``t``: float64 stays float64 (gradcheck), all else runs float32."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
 def prefaulted(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A new (batch, L, d) tensor whose pages torch's threads have already touched, each its
     own part (torch.zeros). The kernels' threads each write a block of channels of every row,
@@ -67,21 +72,21 @@ def prefaulted(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(shape, dtype=dtype)
 
 
-def _array(t: torch.Tensor | None, work: torch.dtype, like_shape: tuple[int, ...]):
-    """A contiguous numpy view in the work dtype, or a one-element stand-in when ``t`` is None."""
-    if t is None:
-        return torch.zeros(like_shape, dtype=work).numpy()
-    return t.detach().to(work).contiguous().numpy()
+def _array(
+    t: torch.Tensor | None,
+    work: torch.dtype,
+    like_shape: tuple[int, ...],
+    any_row_stride: bool = False,
+):
+    """A contiguous numpy view in the work dtype, or a one-element stand-in when ``t`` is None.
 
-
-def _rows(t: torch.Tensor | None, work: torch.dtype, like_shape: tuple[int, ...]):
-    """Like :func:`_array`, but any row stride is kept: ToM's dt, B and C are column slices of
-    one x_proj output, which the kernels read element by element, so copying them out first
-    (three copies per direction) would buy nothing. Only a last axis with gaps is copied."""
+    ``any_row_stride`` keeps a tensor whose last axis alone is contiguous: ToM's dt, B and C are
+    column slices of one x_proj output, which the kernels read element by element, so copying
+    them out first (three copies per direction) would buy nothing."""
     if t is None:
         return torch.zeros(like_shape, dtype=work).numpy()
     t = t.detach().to(work)
-    return (t if t.stride(-1) == 1 else t.contiguous()).numpy()
+    return (t if any_row_stride and t.stride(-1) == 1 else t.contiguous()).numpy()
 
 
 def _projection(delta_proj: torch.Tensor | None, work: torch.dtype):
@@ -98,13 +103,13 @@ def _operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work: torch.dtype
     batch, _, d = u.shape
     A_t = A.detach().to(work).expand(batch, d, A.shape[-1]).transpose(1, 2).contiguous()
     return (
-        _rows(delta, work, (1, 1, 1)) if delta_proj is not None else _array(delta, work, (1,) * 3),
+        _array(delta, work, (1, 1, 1), any_row_stride=delta_proj is not None),
         _array(delta_bias, work, (1,)),
         _projection(delta_proj, work),
         _array(u, work, (1, 1, 1)),
         A_t.numpy(),
-        _rows(B, work, (1, 1, 1)),
-        _rows(C, work, (1, 1, 1)),
+        _array(B, work, (1, 1, 1), any_row_stride=True),
+        _array(C, work, (1, 1, 1), any_row_stride=True),
         _array(D, work, (1,)),
         _array(z, work, (1, 1, 1)),
     )
@@ -168,7 +173,7 @@ class _FusedScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj):
         batch, length, d = u.shape
         rows = visit_rows(order, length)
-        work = torch.float64 if u.dtype == torch.float64 else torch.float32
+        work = work_dtype(u)
         save = any(ctx.needs_input_grad)
         y = prefaulted((batch, length, d), work)
         checkpoints = _run_forward(
@@ -281,7 +286,7 @@ def selective_scan_tokens_numba(
         return _FusedScan.apply(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj
         )
-    work = torch.float64 if u.dtype == torch.float64 else torch.float32
+    work = work_dtype(u)
     if add_to.dtype != work or not add_to.is_contiguous():
         return add_to.add_(
             _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, order, delta_proj)
