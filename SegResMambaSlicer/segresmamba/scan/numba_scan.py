@@ -142,7 +142,10 @@ def _run_forward(
     n = operands[4].shape[1]  # A_t (batch, n, d)
     chunks = -(-length // CHUNK) if save else 1
     checkpoints = torch.empty((batch, chunks, n, d), dtype=y.dtype)
-    _kernels().scan_forward(
+    kernel = _kernels().scan_forward
+    if y.dtype == torch.float32:
+        from .numba_simd import scan_forward_groups as kernel
+    kernel(
         *operands,
         rows,
         y.numpy(),
