@@ -1,4 +1,4 @@
-"""The float32 forward kernel in LLVM vector code against the scalar numba kernel it replaces.
+"""The float32 scan and conv kernels in LLVM vector code against the scalar numba kernels.
 
 Both compute the same recurrence with the same arithmetic; the scan tests check the vector one
 against the float64 reference, these check that every flag, a partly filled last group, a row
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from segresmamba.scan import numba_kernels, numba_scan, numba_simd
+from segresmamba.scan import numba_conv, numba_kernels, numba_scan, numba_simd
+from segresmamba.scan.numba_conv import TILE
 
 LENGTH, RANK, STATES = 37, 3, 16
 
@@ -84,3 +85,36 @@ def test_float32_forward_runs_the_vector_kernel(monkeypatch):
             C.to(dtype),
         )
     assert calls == [np.float32]
+
+
+@pytest.mark.parametrize("channels", [7, 16, 20, 96])
+@pytest.mark.parametrize("length", [1, 3, TILE + 5], ids=lambda n: f"L{n}")
+def test_vector_conv_matches_the_scalar_conv(channels, length):
+    """The float32 conv in vector code against the scalar kernel: partly filled last groups,
+    sequences shorter than the kernel, several tiles, batch 2, a shuffled row order."""
+    g = torch.Generator().manual_seed(channels + length)
+    x = torch.randn(2, length, channels, generator=g)
+    conv = torch.nn.Conv1d(channels, channels, 4, groups=channels, padding=3)
+    _, weight_t, bias = numba_conv._operands(x, conv.weight, conv.bias)
+    rows = np.random.default_rng(length).permutation(length).astype(np.int64)
+    got, want = torch.empty_like(x), torch.empty_like(x)
+    numba_conv.conv_silu_forward_groups(x.numpy(), weight_t, bias, rows, got.numpy())
+    numba_conv.conv_silu_forward(x.numpy(), weight_t, bias, rows, want.numpy())
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_float32_conv_runs_the_vector_kernel_only_on_contiguous_channels(monkeypatch):
+    """A column slice (channels not contiguous) takes the scalar kernel, same result."""
+    calls = []
+    original = numba_conv.conv_silu_forward_groups
+    monkeypatch.setattr(
+        numba_conv, "conv_silu_forward_groups", lambda *a: calls.append(1) or original(*a)
+    )
+    conv = torch.nn.Conv1d(16, 16, 4, groups=16, padding=3)
+    wide = torch.randn(1, 50, 32)
+    with torch.no_grad():
+        sliced = numba_conv.causal_conv_silu_numba(wide[..., ::2], conv)
+        assert calls == []
+        whole = numba_conv.causal_conv_silu_numba(wide[..., ::2].contiguous(), conv)
+        assert calls == [1]
+    torch.testing.assert_close(sliced, whole, rtol=2e-6, atol=2e-6)

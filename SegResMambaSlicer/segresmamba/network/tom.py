@@ -10,6 +10,7 @@ conv1d, x_proj, dt_proj, A_log and D, named as mamba-ssm names them with the suf
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -140,22 +141,29 @@ class TriOrientedMamba(nn.Module):
         # inter-slice order jumps H x W rows per step; the kernels prefetch the rows they will
         # need); other backends get each direction's tokens reordered once and put back.
         in_place = reads_rows_in_order(x.device, self.scan_backend)
-        # In inference on that path, the three directions share one conv output buffer, and
-        # the second and third scans add into the first one's output: no fresh tokens x
-        # channels tensor per direction (each costs its page faults) and no separate sums.
+        # In inference on that path, the three directions share the conv and x_proj output
+        # buffers, and the second and third scans add into the first one's output: no fresh
+        # tokens x channels tensor per direction (each costs its page faults), no separate sums.
         shared = in_place and not torch.is_grad_enabled()
-        conv_out = torch.empty_like(x_in) if shared else None
+        buffers = _Buffers.for_directions(x_in, self.dt_rank + 2 * self.d_state) if shared else None
         mixed = None
         for suffix in DIRECTIONS:
             if in_place:
                 order = direction_order(spatial, suffix, x.device)
                 add_to = mixed if shared else None
-                y = self._direction(x_in, z_in, suffix, order, conv_out, add_to)
+                y = self._direction(x_in, z_in, suffix, order, buffers, add_to)
             else:
                 x_dir = to_token_order(x_in, spatial, suffix)
                 z_dir = to_token_order(z_in, spatial, suffix)
                 y = from_token_order(self._direction(x_dir, z_dir, suffix), spatial, suffix)
             mixed = y if mixed is None or shared else mixed + y
+        if shared and x.is_contiguous() and mixed.dtype == x.dtype:
+            # out_proj and the residual as one product per batch element, in x's own
+            # channels-first layout, written over the layer norm's output (no longer needed;
+            # without the norm, tokens is x itself)
+            into = tokens if self.residual else torch.empty_like(x)
+            residual = x if self.residual else None
+            return _project_add(mixed, self.out_proj.weight, residual, into, x.shape)
         out = self.out_proj(mixed).transpose(1, 2).reshape(x.shape)
         return out + x if self.residual else out
 
@@ -165,16 +173,21 @@ class TriOrientedMamba(nn.Module):
         z: torch.Tensor,
         suffix: str,
         order: torch.Tensor | None = None,
-        conv_out: torch.Tensor | None = None,
+        buffers: _Buffers | None = None,
         add_to: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One Mamba pass over x and z (batch, L, d_inner), visiting their rows in ``order``
         (None: as they lie; see :func:`direction_order`). The result is in their row layout.
-        Inference only: ``conv_out`` receives the conv's output, and the result is added into
-        ``add_to`` (and returned) when given."""
+        Inference only: ``buffers`` receive the conv's and x_proj's outputs, and the result is
+        added into ``add_to`` (and returned) when given."""
         conv = getattr(self, f"conv1d{suffix}")
-        x = causal_conv_silu(x, conv, self.scan_backend, order=order, out=conv_out)
-        x_dbl = F.linear(x, getattr(self, f"x_proj{suffix}").weight)  # (batch, L, r + 2n)
+        x_proj = getattr(self, f"x_proj{suffix}").weight
+        if buffers is None:
+            x = causal_conv_silu(x, conv, self.scan_backend, order=order)
+            x_dbl = F.linear(x, x_proj)  # (batch, L, r + 2n)
+        else:
+            x = causal_conv_silu(x, conv, self.scan_backend, order=order, out=buffers.conv_out)
+            x_dbl = torch.matmul(x, x_proj.t(), out=buffers.x_dbl)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         # dt_proj's product and bias are applied by the scan (inside the kernels on CPUs, where
         # its (batch, L, d_inner) output would be written and read back for nothing).
@@ -195,6 +208,41 @@ class TriOrientedMamba(nn.Module):
             delta_proj=dt_proj.weight,
             add_to=add_to,
         )
+
+
+@dataclass
+class _Buffers:
+    """Outputs that the three directions of one inference pass write in turn: each fresh
+    tokens x channels tensor costs its page faults (about 10 ms per 42 MB at stage 0)."""
+
+    conv_out: torch.Tensor
+    x_dbl: torch.Tensor
+
+    @classmethod
+    def for_directions(cls, x_in: torch.Tensor, projected: int) -> _Buffers:
+        return cls(torch.empty_like(x_in), x_in.new_empty((*x_in.shape[:-1], projected)))
+
+
+def _project_add(
+    mixed: torch.Tensor,
+    weight: torch.Tensor,
+    residual: torch.Tensor | None,
+    into: torch.Tensor,
+    shape: torch.Size,
+) -> torch.Tensor:
+    """weight @ mixed^T (+ residual), written channels-first into ``into``'s memory: the output
+    projection, the move back to ``shape`` (batch, channels, D, H, W) and the residual in one
+    product per batch element. ``into`` is a dead contiguous tensor with as many elements (the
+    layer norm's output)."""
+    batch, length, _ = mixed.shape
+    channels = weight.shape[0]
+    out = into.view(batch, channels, length)
+    for b in range(batch):
+        if residual is None:
+            torch.mm(weight, mixed[b].t(), out=out[b])
+        else:
+            torch.addmm(residual[b].view(channels, length), weight, mixed[b].t(), out=out[b])
+    return out.view(shape)
 
 
 def _init_dt_proj(dt_proj: nn.Linear, dt_rank: int, dt_min: float, dt_max: float, floor: float):

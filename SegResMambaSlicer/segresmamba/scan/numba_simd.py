@@ -131,8 +131,50 @@ def _emit_group_step(builder: ir.IRBuilder, args: list, mask: ir.Value | None) -
     v.store(builder.load(out_slot), y)
 
 
+@intrinsic
+def conv_token(typingctx, taps, width, weight, weight_row, bias, out, channels):
+    """SiLU(causal depthwise conv) of one token, all channels; every array is a byte address.
+
+    ``taps`` holds the ``width`` input rows' addresses, oldest first (a row of zeros before the
+    sequence starts); ``weight`` is the (width, channels) weight_t, ``weight_row`` bytes per row;
+    ``bias`` and ``out`` hold ``channels`` floats. numba_conv.conv_silu_forward's arithmetic."""
+    sig = types.void(*[types.intp] * 7)
+
+    def codegen(context, builder, signature, args):
+        taps, width, weight, weight_row, bias, out, channels = args
+        intp = taps.type
+        whole = builder.sdiv(channels, intp(LANES))
+        with cgutils.for_range(builder, whole) as group:
+            _emit_conv_group(builder, args, builder.mul(group.index, intp(4 * LANES)), None)
+        rest = builder.sub(channels, builder.mul(whole, intp(LANES)))
+        with builder.if_then(builder.icmp_signed(">", rest, intp(0))):
+            lanes = builder.trunc(splat_int(builder, rest), INT_VECTOR)
+            mask = builder.icmp_signed("<", ir.Constant(INT_VECTOR, list(range(LANES))), lanes)
+            _emit_conv_group(builder, args, builder.mul(whole, intp(4 * LANES)), mask)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _emit_conv_group(builder: ir.IRBuilder, args: list, offset: ir.Value, mask) -> None:
+    """:func:`conv_token` for the 16 channels ``offset`` bytes in (``mask``: those that exist)."""
+    taps, width, weight, weight_row, bias, out, _ = args
+    v = VectorMath(builder, mask)
+    intp = taps.type
+    tap_addresses = builder.inttoptr(taps, intp.as_pointer())
+    acc_slot = cgutils.alloca_once_value(builder, v.load(builder.add(bias, offset)))
+    with cgutils.for_range(builder, width) as tap:
+        row = builder.load(builder.gep(tap_addresses, [tap.index]))
+        inputs = v.load(builder.add(row, offset))
+        w = v.load(builder.add(builder.add(weight, builder.mul(tap.index, weight_row)), offset))
+        builder.store(v.fma(w, inputs, builder.load(acc_slot)), acc_slot)
+    pre = builder.load(acc_slot)
+    decay = v.exp(v.sub(v.const(0.0), pre))
+    v.store(builder.fdiv(pre, v.add(decay, v.const(1.0))), builder.add(out, offset))
+
+
 @numba.njit(inline="always")
-def _row(array, b, t):  # pragma: no cover - compiled
+def row_address(array, b, t):  # pragma: no cover - compiled
     """The byte address of ``array[b, t, 0]``."""
     return array.ctypes.data + b * array.strides[0] + t * array.strides[1]
 
@@ -201,9 +243,9 @@ def scan_forward_groups(
                             checkpoints[b, i // chunk, k, c0 + g * LANES + lane] = states[
                                 (g * n + k) * LANES + lane
                             ]
-            delta_row = _row(delta, b, t)
-            u_row, z_row, y_row = _row(u, b, t), _row(z, b, t), _row(y, b, t)
-            B_row, C_row = _row(B, b, t), _row(C, b, t)
+            delta_row = row_address(delta, b, t)
+            u_row, z_row, y_row = row_address(u, b, t), row_address(z, b, t), row_address(y, b, t)
+            B_row, C_row = row_address(B, b, t), row_address(C, b, t)
             for g in range(groups):
                 c = (c0 + g * LANES) * 4  # the group's first channel, in bytes
                 group_step(
