@@ -31,12 +31,13 @@ HAS_BIAS, HAS_PROJ, SOFTPLUS, HAS_D, HAS_Z, ACCUMULATE = (1 << i for i in range(
 
 
 @intrinsic
-def group_step(
+def token_step(
     typingctx,
     flags,
     states,
     rates,
     n,
+    channels,
     delta,
     rank,
     proj,
@@ -49,84 +50,139 @@ def group_step(
     D,
     z,
     y,
-    valid,
+    scratch,
 ):
-    """One token for one group of 16 channels; every array argument is a byte address.
+    """One token for a block of ``channels`` channels; every array argument is a byte address.
 
-    ``states`` and ``rates`` are the group's (n, 16) state and A log2(e), in a local buffer.
-    The step is ``delta`` (``rank`` floats, times the (rank, .) projection whose rows start at
-    ``proj``, ``proj_row`` bytes apart; else 16 floats) plus ``bias``, through softplus when
-    asked. ``u``, ``z``, ``y``, ``D`` and ``bias`` point at the group's first channel; B and C at
-    the token's first state, ``state_step`` bytes apart. Lanes from ``valid`` on are left alone.
+    ``states`` and ``rates`` hold the block's state and A log2(e), (groups, n, 16), in local
+    buffers. The step is ``delta`` (``rank`` floats, times the (rank, .) projection whose rows
+    start at ``proj``, ``proj_row`` bytes apart; else one float per channel) plus ``bias``,
+    through softplus when asked. ``u``, ``z``, ``y``, ``D`` and ``bias`` point at the block's
+    first channel; B and C at the token's first state, ``state_step`` bytes apart. ``scratch``
+    holds 3 x groups x 16 floats (steps, drives, sums).
+
+    In three passes over the 16-channel groups: every group's step and input, then every
+    group's state update, then every group's output. The step (softplus) and the gate (silu)
+    are long chains of dependent instructions; in passes of their own, the groups' chains run
+    side by side instead of each one waiting at the head of its group's state update.
     """
-    sig = types.void(types.intp, *[types.intp] * 16)
+    sig = types.void(*[types.intp] * 18)
 
     def codegen(context, builder, signature, args):
-        valid = args[-1]
-        full = builder.icmp_signed("==", valid, valid.type(LANES))
-        with builder.if_else(full) as (whole, partial):
-            with whole:
-                _emit_group_step(builder, args, None)
-            with partial:
-                lanes = builder.trunc(splat_int(builder, valid), INT_VECTOR)
-                in_group = ir.Constant(INT_VECTOR, list(range(LANES)))
-                _emit_group_step(builder, args, builder.icmp_signed("<", in_group, lanes))
+        names = (
+            "flags states rates n channels delta rank proj proj_row bias u B C state_step D z y "
+            "scratch"
+        ).split()
+        a = dict(zip(names, args))
+        intp = a["states"].type
+        channels = a["channels"]
+        groups = builder.sdiv(builder.add(channels, intp(LANES - 1)), intp(LANES))
+        whole = builder.sdiv(channels, intp(LANES))
+        rest = builder.sub(channels, builder.mul(whole, intp(LANES)))
+        lanes = builder.trunc(splat_int(builder, rest), INT_VECTOR)
+        tail = builder.icmp_signed("<", ir.Constant(INT_VECTOR, list(range(LANES))), lanes)
+        group_bytes = builder.mul(groups, intp(4 * LANES))
+
+        def each_group(emit):
+            """emit(group index, mask) over the whole groups, then the partly filled one."""
+            with cgutils.for_range(builder, whole) as group:
+                emit(group.index, None)
+            with builder.if_then(builder.icmp_signed(">", rest, intp(0))):
+                emit(whole, tail)
+
+        each_group(lambda g, mask: _emit_step(builder, a, g, group_bytes, mask))
+        with cgutils.for_range(builder, groups) as group:
+            _emit_states(builder, a, group.index, group_bytes)
+        each_group(lambda g, mask: _emit_output(builder, a, g, group_bytes, mask))
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-def _emit_group_step(builder: ir.IRBuilder, args: list, mask: ir.Value | None) -> None:
-    """:func:`group_step`'s body; ``mask`` (None: all 16 lanes) marks the channels that exist.
-    Emitted twice, so that whole groups use plain loads and stores (masked ones are emulated,
-    lane by lane, on machines without them)."""
-    (flags, states, rates, n, delta, rank, proj, proj_row, bias, u, B, C, state_step, D, z, y) = (
-        args[:-1]
-    )
+def _flag(builder: ir.IRBuilder, flags: ir.Value, bit: int) -> ir.Value:
+    return builder.icmp_unsigned("!=", builder.and_(flags, flags.type(bit)), flags.type(0))
+
+
+def _scratch(builder: ir.IRBuilder, a: dict, part: int, g: ir.Value, group_bytes: ir.Value):
+    """The address of group g's vector in part 0 (steps), 1 (drives) or 2 (sums) of scratch."""
+    intp = g.type
+    start = builder.add(a["scratch"], builder.mul(group_bytes, intp(part)))
+    address = builder.add(start, builder.mul(g, intp(4 * LANES)))
+    return builder.inttoptr(address, FLOAT_VECTOR.as_pointer())
+
+
+def _emit_step(builder, a: dict, g: ir.Value, group_bytes: ir.Value, mask) -> None:
+    """Pass 1 for group g: its step and drive (step x input) into scratch; padding lanes get
+    step 0 (no decay, no input)."""
     v = VectorMath(builder, mask)
-    intp = states.type
-
-    def flag(bit):
-        return builder.icmp_unsigned("!=", builder.and_(flags, intp(bit)), intp(0))
-
-    # the step: delta (projected) + bias, softplus
+    intp = g.type
+    offset = builder.mul(g, intp(4 * LANES))  # bytes from the block's first channel
+    flags = a["flags"]
     step_slot = cgutils.alloca_once_value(builder, v.const(0.0))
-    with builder.if_else(flag(HAS_PROJ)) as (projected, direct):
+    with builder.if_else(_flag(builder, flags, HAS_PROJ)) as (projected, direct):
         with projected:
-            with cgutils.for_range(builder, rank) as loop:
-                low = v.scalar(builder.add(delta, builder.mul(loop.index, intp(4))))
-                row = v.load(builder.add(proj, builder.mul(loop.index, proj_row)))
-                builder.store(v.fma(low, row, builder.load(step_slot)), step_slot)
+            with cgutils.for_range(builder, a["rank"]) as q:
+                low = v.scalar(builder.add(a["delta"], builder.mul(q.index, intp(4))))
+                row = builder.add(a["proj"], builder.mul(q.index, a["proj_row"]))
+                weights = v.load(builder.add(row, offset))
+                builder.store(v.fma(low, weights, builder.load(step_slot)), step_slot)
         with direct:
-            builder.store(v.load(delta), step_slot)
-    with builder.if_then(flag(HAS_BIAS)):
-        builder.store(v.add(builder.load(step_slot), v.load(bias)), step_slot)
-    with builder.if_then(flag(SOFTPLUS)):
+            builder.store(v.load(builder.add(a["delta"], offset)), step_slot)
+    with builder.if_then(_flag(builder, flags, HAS_BIAS)):
+        bias = v.load(builder.add(a["bias"], offset))
+        builder.store(v.add(builder.load(step_slot), bias), step_slot)
+    with builder.if_then(_flag(builder, flags, SOFTPLUS)):
         builder.store(v.softplus(builder.load(step_slot)), step_slot)
     step = builder.load(step_slot)
     if mask is not None:
-        step = builder.select(mask, step, v.const(0.0))  # padding lanes: no decay, no input
-    inputs = v.load(u)
-    drive = v.mul(step, inputs)
+        step = builder.select(mask, step, v.const(0.0))
+    builder.store(step, _scratch(builder, a, 0, g, group_bytes), align=4)
+    drive = v.mul(step, v.load(builder.add(a["u"], offset)))
+    builder.store(drive, _scratch(builder, a, 1, g, group_bytes), align=4)
 
-    # the state update and its read-out, state by state
+
+def _emit_states(builder, a: dict, g: ir.Value, group_bytes: ir.Value) -> None:
+    """Pass 2 for group g: its n states, h = 2**(step rate) h + drive B_k, and their read-out
+    sum_k h C_k into scratch (all 16 lanes: the buffers are padded)."""
+    v = VectorMath(builder)
+    intp = g.type
+    step = builder.load(_scratch(builder, a, 0, g, group_bytes), align=4)
+    drive = builder.load(_scratch(builder, a, 1, g, group_bytes), align=4)
+    first = builder.mul(builder.mul(g, a["n"]), intp(4 * LANES))
     out_slot = cgutils.alloca_once_value(builder, v.const(0.0))
-    with cgutils.for_range(builder, n) as loop:
-        offset = builder.mul(loop.index, intp(4 * LANES))
-        state_address = builder.inttoptr(builder.add(states, offset), FLOAT_VECTOR.as_pointer())
-        rate_address = builder.inttoptr(builder.add(rates, offset), FLOAT_VECTOR.as_pointer())
-        b_k = v.scalar(builder.add(B, builder.mul(loop.index, state_step)))
-        c_k = v.scalar(builder.add(C, builder.mul(loop.index, state_step)))
+    with cgutils.for_range(builder, a["n"]) as loop:
+        k = loop.index
+        offset = builder.add(first, builder.mul(k, intp(4 * LANES)))
+        pointer = FLOAT_VECTOR.as_pointer()
+        state_address = builder.inttoptr(builder.add(a["states"], offset), pointer)
+        rate_address = builder.inttoptr(builder.add(a["rates"], offset), pointer)
+        b_k = v.scalar(builder.add(a["B"], builder.mul(k, a["state_step"])))
+        c_k = v.scalar(builder.add(a["C"], builder.mul(k, a["state_step"])))
         decay = v.exp2(v.mul(step, builder.load(rate_address, align=4)))
         state = v.fma(decay, builder.load(state_address, align=4), v.mul(drive, b_k))
         builder.store(state, state_address, align=4)
         builder.store(v.fma(state, c_k, builder.load(out_slot)), out_slot)
+    builder.store(builder.load(out_slot), _scratch(builder, a, 2, g, group_bytes), align=4)
 
-    with builder.if_then(flag(HAS_D)):
-        builder.store(v.fma(v.load(D), inputs, builder.load(out_slot)), out_slot)
-    with builder.if_then(flag(HAS_Z)):
-        builder.store(v.mul(builder.load(out_slot), v.silu(v.load(z))), out_slot)
-    with builder.if_then(flag(ACCUMULATE)):
+
+def _emit_output(builder, a: dict, g: ir.Value, group_bytes: ir.Value, mask) -> None:
+    """Pass 3 for group g: y (+)= (sum + D u) silu(z), into the lanes that exist."""
+    v = VectorMath(builder, mask)
+    intp = g.type
+    offset = builder.mul(g, intp(4 * LANES))
+    flags = a["flags"]
+    out_slot = cgutils.alloca_once_value(
+        builder, builder.load(_scratch(builder, a, 2, g, group_bytes), align=4)
+    )
+    with builder.if_then(_flag(builder, flags, HAS_D)):
+        inputs = v.load(builder.add(a["u"], offset))
+        skip = v.fma(v.load(builder.add(a["D"], offset)), inputs, builder.load(out_slot))
+        builder.store(skip, out_slot)
+    with builder.if_then(_flag(builder, flags, HAS_Z)):
+        gate = v.silu(v.load(builder.add(a["z"], offset)))
+        builder.store(v.mul(builder.load(out_slot), gate), out_slot)
+    y = builder.add(a["y"], offset)
+    with builder.if_then(_flag(builder, flags, ACCUMULATE)):
         builder.store(v.add(builder.load(out_slot), v.load(y)), out_slot)
     v.store(builder.load(out_slot), y)
 
@@ -204,7 +260,7 @@ def scan_forward_groups(
     width,
 ):  # pragma: no cover - compiled
     """numba_kernels.scan_forward for float32, with the same arguments and results: each token
-    of a block is :func:`group_step` on its 16-channel groups. The states live group by group,
+    of a block is one :func:`token_step` over its 16-channel groups. The states live group by group,
     (groups, n, 16), so that each group's are contiguous."""
     batch, length, d = u.shape
     n = A_t.shape[1]
@@ -229,7 +285,7 @@ def scan_forward_groups(
             for k in range(n):
                 for lane in range(min(LANES, w - g * LANES)):
                     rates[(g * n + k) * LANES + lane] = A_t[b, k, c0 + g * LANES + lane] * LOG2_E
-        group_bytes = n * LANES * 4
+        scratch = np.zeros(3 * groups * LANES, np.float32)  # steps, drives, sums
         for i in range(length):
             t = order[i]
             if i + PREFETCH_STEPS < length:
@@ -243,27 +299,24 @@ def scan_forward_groups(
                             checkpoints[b, i // chunk, k, c0 + g * LANES + lane] = states[
                                 (g * n + k) * LANES + lane
                             ]
-            delta_row = row_address(delta, b, t)
-            u_row, z_row, y_row = row_address(u, b, t), row_address(z, b, t), row_address(y, b, t)
-            B_row, C_row = row_address(B, b, t), row_address(C, b, t)
-            for g in range(groups):
-                c = (c0 + g * LANES) * 4  # the group's first channel, in bytes
-                group_step(
-                    flags,
-                    states.ctypes.data + g * group_bytes,
-                    rates.ctypes.data + g * group_bytes,
-                    n,
-                    delta_row if has_proj else delta_row + c,
-                    rank,
-                    proj_t.ctypes.data + c,
-                    proj_t.strides[0],
-                    bias.ctypes.data + c,
-                    u_row + c,
-                    B_row,
-                    C_row,
-                    B.strides[2],
-                    D.ctypes.data + c,
-                    z_row + c,
-                    y_row + c,
-                    min(LANES, w - g * LANES),
-                )
+            c = c0 * 4  # the block's first channel, in bytes
+            token_step(
+                flags,
+                states.ctypes.data,
+                rates.ctypes.data,
+                n,
+                w,
+                row_address(delta, b, t) + (0 if has_proj else c),
+                rank,
+                proj_t.ctypes.data + c,
+                proj_t.strides[0],
+                bias.ctypes.data + c,
+                row_address(u, b, t) + c,
+                row_address(B, b, t),
+                row_address(C, b, t),
+                B.strides[2],
+                D.ctypes.data + c,
+                row_address(z, b, t) + c,
+                row_address(y, b, t) + c,
+                scratch.ctypes.data,
+            )
