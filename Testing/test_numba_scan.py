@@ -53,11 +53,12 @@ def test_numba_scan_matches_float64_reference(small_chunks, length):
     compare(make_inputs(batch=2, d=20, n=16, length=length, seed=length), length, 2, 20)
 
 
-@pytest.mark.parametrize("width", [16, 48, 128])
+@pytest.mark.parametrize("width", [16, 48, 128, 256])
 def test_numba_scan_any_block_width(small_chunks, monkeypatch, width):
     """Every block width the rule can choose: d = 100 leaves a partial last block at 16 and 48
-    and pads one block at 128; both batch elements run with several blocks each."""
-    monkeypatch.setattr(numba_scan, "block_width", lambda channels, batch, threads: width)
+    and pads one block at 128 and 256 (the float32 forward's blocks may be wider than
+    MAX_WIDTH); both batch elements run with several blocks each."""
+    monkeypatch.setattr(numba_scan, "block_width", lambda channels, batch, threads, *_: width)
     compare(make_inputs(batch=2, d=100, n=16, length=41, seed=width), 41, 2, 100)
 
 
@@ -70,6 +71,9 @@ def test_block_width_keeps_threads_busy_with_long_blocks():
     assert numba_scan.block_width(768, batch=1, threads=1) == numba_scan.MAX_WIDTH
     assert numba_scan.block_width(3, batch=1, threads=8) == 16
     assert numba_scan.block_width(96, batch=1, threads=8) == 16
+    # the float32 forward lifts the cap: stage 2 (d 384) in one block per thread, not three
+    assert numba_scan.block_width(384, batch=1, threads=2) == numba_scan.MAX_WIDTH
+    assert numba_scan.block_width(384, batch=1, threads=2, widest=384) == 192
 
 
 @pytest.mark.parametrize(

@@ -31,17 +31,20 @@ MAX_WIDTH = 128
 """Widest block: keeps the backward's chunk buffers within about 2 MB per thread."""
 
 
-def block_width(channels: int, batch: int, threads: int) -> int:
+def block_width(channels: int, batch: int, threads: int, widest: int = MAX_WIDTH) -> int:
     """Channels per work item: as wide as possible while every thread gets work.
 
     The kernels' loops run over a block's channels, and long loops are fast ones, so the
     channels of each batch element are split into only as many blocks as the threads need
-    (d = 96 on two threads: two blocks of 48 at batch 1, one of 96 at batch 2).
+    (d = 96 on two threads: two blocks of 48 at batch 1, one of 96 at batch 2). ``widest``
+    caps it for the scalar kernels' buffers; the float32 forward takes any width, so that a
+    block per thread stays possible (d = 384 on two threads: two blocks of 192, not three of
+    128, two on one thread and one on the other).
     """
     parts = max(1, -(-threads // max(1, batch)))
     width = -(-channels // parts)
     width = -(-width // ALIGN) * ALIGN
-    return max(ALIGN, min(MAX_WIDTH, width))
+    return max(ALIGN, min(widest, width))
 
 
 def _kernels():
@@ -142,9 +145,11 @@ def _run_forward(
     n = operands[4].shape[1]  # A_t (batch, n, d)
     chunks = -(-length // CHUNK) if save else 1
     checkpoints = torch.empty((batch, chunks, n, d), dtype=y.dtype)
-    kernel = _kernels().scan_forward
+    kernel, widest = _kernels().scan_forward, MAX_WIDTH
     if y.dtype == torch.float32:
         from .numba_simd import scan_forward_groups as kernel
+
+        widest = d
     kernel(
         *operands,
         rows,
@@ -154,7 +159,7 @@ def _run_forward(
         save,
         accumulate,
         CHUNK,
-        block_width(d, batch, threads),
+        block_width(d, batch, threads, widest),
     )
     return checkpoints
 
