@@ -136,7 +136,6 @@ class TriOrientedMamba(nn.Module):
         # in_proj as two products (its x and z rows), so that x and z are each contiguous
         # (batch, L, d_inner) tensors: the scan reads z in place instead of copying a slice.
         weight_x, weight_z = self.in_proj.weight.split(self.d_inner, dim=0)
-        x_in, z_in = F.linear(tokens, weight_x), F.linear(tokens, weight_z)
         # The numba conv and scan walk a direction's order over the rows where they lie (the
         # inter-slice order jumps H x W rows per step; the kernels prefetch the rows they will
         # need); other backends get each direction's tokens reordered once and put back.
@@ -144,7 +143,11 @@ class TriOrientedMamba(nn.Module):
         # In inference on that path, the three directions share the conv and x_proj output
         # buffers, and the second and third scans add into the first one's output: no fresh
         # tokens x channels tensor per direction (each costs its page faults), no separate sums.
+        # The gate silu(z) multiplies that sum once at the end (silu(z) (a + b + c) =
+        # silu(z) a + silu(z) b + silu(z) c), z made then in the conv buffer, free by then.
         shared = in_place and not torch.is_grad_enabled()
+        x_in = F.linear(tokens, weight_x)
+        z_in = None if shared else F.linear(tokens, weight_z)
         buffers = _Buffers.for_directions(x_in, self.dt_rank + 2 * self.d_state) if shared else None
         mixed = None
         for suffix in DIRECTIONS:
@@ -157,6 +160,9 @@ class TriOrientedMamba(nn.Module):
                 z_dir = to_token_order(z_in, spatial, suffix)
                 y = from_token_order(self._direction(x_dir, z_dir, suffix), spatial, suffix)
             mixed = y if mixed is None or shared else mixed + y
+        if z_in is None:
+            z = torch.matmul(tokens, weight_z.t(), out=buffers.conv_out)
+            mixed.mul_(F.silu(z, inplace=True))
         if shared and x.is_contiguous() and mixed.dtype == x.dtype:
             # out_proj and the residual as one product per batch element, in x's own
             # channels-first layout, written over the layer norm's output (no longer needed;
