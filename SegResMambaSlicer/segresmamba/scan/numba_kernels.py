@@ -28,6 +28,8 @@ from numba import prange
 
 from .numba_math import KERNEL_OPTIONS, LOG2_E, fast_exp2, log_two, sigmoid, softplus
 from .numba_prefetch import PREFETCH_STEPS, prefetch_row
+from .numba_simd_states import recompute_token
+from .numba_vector_math import LANES
 
 
 @numba.njit(inline="always")
@@ -300,6 +302,20 @@ def scan_backward(
                     decay = decays[i]
                     previous = first if i == 0 else states[i - 1]
                     state = states[i]
+                    if u.itemsize == 4 and width % LANES == 0:  # float32: vector code
+                        recompute_token(
+                            st.ctypes.data,
+                            drive.ctypes.data,
+                            rate.ctypes.data,
+                            previous.ctypes.data,
+                            state.ctypes.data,
+                            decay.ctypes.data,
+                            B.ctypes.data + b * B.strides[0] + t * B.strides[1],
+                            B.strides[2],
+                            n,
+                            width,
+                        )
+                        continue
                     for k in range(n):
                         bk = B[b, t, k]
                         for j in range(width):
