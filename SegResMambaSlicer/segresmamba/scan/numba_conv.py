@@ -18,7 +18,8 @@ from torch import nn
 from .numba_math import KERNEL_OPTIONS, exp_into
 from .numba_prefetch import PREFETCH_STEPS, prefetch_row
 from .numba_scan import visit_rows, work_dtype
-from .numba_simd import conv_token, row_address
+from .numba_simd import conv_token
+from .numba_vector_math import row_address
 
 TILE = 512
 """Tokens per parallel work item."""

@@ -28,8 +28,8 @@ from numba import prange
 
 from .numba_math import KERNEL_OPTIONS, LOG2_E, fast_exp2, log_two, sigmoid, softplus
 from .numba_prefetch import PREFETCH_STEPS, prefetch_row
-from .numba_simd_states import recompute_token
-from .numba_vector_math import LANES
+from .numba_simd_states import adjoint_token, recompute_token
+from .numba_vector_math import LANES, part_row_address, row_address
 
 
 @numba.njit(inline="always")
@@ -224,6 +224,7 @@ def scan_backward(
     each group sums its channels into its own slice of ``grad_B_parts`` / ``grad_C_parts``
     (groups, batch, L, n), zeroed by the caller and summed after: no two threads ever write the
     same element. grad_A_t (batch, n, d), grad_D and grad_bias (batch, d) are written per block.
+    In float32 each token's recompute and adjoint run as vector code (:mod:`.numba_simd_states`).
     """
     batch, length, d = u.shape
     n = A_t.shape[1]
@@ -254,6 +255,8 @@ def scan_backward(
         g_step = np.empty(width, dtype)
         part_b = np.empty(width, dtype)
         part_c = np.empty(width, dtype)
+        vector = u.itemsize == 4 and width % LANES == 0  # float32: vector code
+        scratch = np.zeros((2 * n + rank) * LANES, np.float32)  # see adjoint_token
         for block in range(group, blocks, groups):
             c0 = block * width
             w = min(width, d - c0)
@@ -302,7 +305,7 @@ def scan_backward(
                     decay = decays[i]
                     previous = first if i == 0 else states[i - 1]
                     state = states[i]
-                    if u.itemsize == 4 and width % LANES == 0:  # float32: vector code
+                    if vector:
                         recompute_token(
                             st.ctypes.data,
                             drive.ctypes.data,
@@ -337,6 +340,51 @@ def scan_backward(
                             prefetch_row(grad_delta, (b, ahead), c0, w)
                         prefetch_row(grad_B_parts, (group, b, ahead), 0, n)
                         prefetch_row(grad_C_parts, (group, b, ahead), 0, n)
+                    if vector:
+                        c = c0 * 4  # bytes to the block's first channel
+                        before = first.ctypes.data
+                        if i > 0:
+                            before = states.ctypes.data + (i - 1) * states.strides[0]
+                        low_rank = rank if has_proj else 0
+                        adjoint_token(
+                            has_z,
+                            has_D,
+                            use_softplus,
+                            has_proj,
+                            n,
+                            width,
+                            w,
+                            low_rank,
+                            steps.ctypes.data + i * steps.strides[0],
+                            raws.ctypes.data + i * raws.strides[0],
+                            row_address(u, b, t) + c,
+                            row_address(grad_y, b, t) + c,
+                            row_address(z, b, t) + c,
+                            D.ctypes.data + c,
+                            row_address(grad_z, b, t) + c,
+                            row_address(grad_u, b, t) + c,
+                            row_address(grad_delta, b, t) + c,
+                            row_address(delta, b, t),
+                            proj_t.ctypes.data + c,
+                            proj_t.strides[0],
+                            row_address(B, b, t),
+                            row_address(C, b, t),
+                            B.strides[2],
+                            states.ctypes.data + i * states.strides[0],
+                            decays.ctypes.data + i * decays.strides[0],
+                            before,
+                            rate.ctypes.data,
+                            adjoint.ctypes.data,
+                            gA.ctypes.data,
+                            gD.ctypes.data,
+                            gBias.ctypes.data,
+                            gProj.ctypes.data,
+                            scratch.ctypes.data,
+                            part_row_address(grad_B_parts, group, b, t),
+                            part_row_address(grad_C_parts, group, b, t),
+                            part_row_address(grad_low_parts, group, b, t),
+                        )
+                        continue
                     raw = raws[i]
                     st = steps[i]
                     _load_block(u, b, t, c0, w, uu, width)

@@ -24,7 +24,14 @@ from numba.extending import intrinsic
 from .numba_kernels import _prefetch_inputs
 from .numba_math import KERNEL_OPTIONS, LOG2_E
 from .numba_prefetch import PREFETCH_STEPS, prefetch_row
-from .numba_vector_math import FLOAT_VECTOR, INT_VECTOR, LANES, VectorMath, splat_int
+from .numba_vector_math import (
+    FLOAT_VECTOR,
+    INT_VECTOR,
+    LANES,
+    VectorMath,
+    row_address,
+    splat_int,
+)
 
 HAS_BIAS, HAS_PROJ, SOFTPLUS, HAS_D, HAS_Z, ACCUMULATE = (1 << i for i in range(6))
 """Bits of :func:`group_step`'s ``flags``."""
@@ -227,12 +234,6 @@ def _emit_conv_group(builder: ir.IRBuilder, args: list, offset: ir.Value, mask) 
     pre = builder.load(acc_slot)
     decay = v.exp(v.sub(v.const(0.0), pre))
     v.store(builder.fdiv(pre, v.add(decay, v.const(1.0))), builder.add(out, offset))
-
-
-@numba.njit(inline="always")
-def row_address(array, b, t):  # pragma: no cover - compiled
-    """The byte address of ``array[b, t, 0]``."""
-    return array.ctypes.data + b * array.strides[0] + t * array.strides[1]
 
 
 @numba.njit(**KERNEL_OPTIONS)

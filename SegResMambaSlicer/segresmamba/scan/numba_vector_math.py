@@ -7,6 +7,7 @@ compute the same decays), and loads and stores that may be masked to the lanes t
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils
@@ -172,11 +173,24 @@ class VectorMath:
         tail = self.log1p_small(self.exp(self.sub(self.const(0.0), magnitude)))
         return self.add(self.max(x, self.const(0.0)), tail)
 
+    def sigmoid(self, x: ir.Value) -> ir.Value:
+        """1 / (exp(-x) + 1), numba_math's sigmoid."""
+        one = self.const(m._ONE)
+        return self.builder.fdiv(one, self.add(self.exp(self.sub(self.const(0.0), x)), one))
+
+    def total(self, x: ir.Value) -> ir.Value:
+        """The sum of the 16 lanes, as a float (a tree of halving shuffles)."""
+        width = LANES
+        while width > 1:
+            width //= 2
+            upper = [width + i if i < width else i for i in range(LANES)]
+            moved = self.builder.shuffle_vector(x, x, ir.Constant(INT_VECTOR, upper))
+            x = self.add(x, moved)
+        return self.builder.extract_element(x, _I32(0))
+
     def silu(self, x: ir.Value) -> ir.Value:
         """x * sigmoid(x)."""
-        one = self.const(m._ONE)
-        sigmoid = self.builder.fdiv(one, self.add(self.exp(self.sub(self.const(0.0), x)), one))
-        return self.mul(x, sigmoid)
+        return self.mul(x, self.sigmoid(x))
 
 
 def splat_int(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
@@ -185,3 +199,16 @@ def splat_int(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
     undefined = ir.Constant(kind, ir.Undefined)
     first = builder.insert_element(undefined, value, _I32(0))
     return builder.shuffle_vector(first, undefined, ir.Constant(INT_VECTOR, [0] * LANES))
+
+
+@numba.njit(inline="always")
+def row_address(array, b, t):  # pragma: no cover - compiled
+    """The byte address of ``array[b, t, 0]``: where vector code reads a token's row."""
+    return array.ctypes.data + b * array.strides[0] + t * array.strides[1]
+
+
+@numba.njit(inline="always")
+def part_row_address(array, part, b, t):  # pragma: no cover - compiled
+    """The byte address of ``array[part, b, t, 0]`` (a row of per-thread partial sums)."""
+    strides = array.strides
+    return array.ctypes.data + part * strides[0] + b * strides[1] + t * strides[2]
