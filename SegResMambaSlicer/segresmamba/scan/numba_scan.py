@@ -53,6 +53,12 @@ def _kernels():
     return numba_kernels
 
 
+def _backward_kernel():
+    from .numba_backward import scan_backward
+
+    return scan_backward
+
+
 def _set_threads() -> int:
     """numba uses as many threads as torch (never more than numba was started with)."""
     import numba
@@ -201,7 +207,6 @@ class _FusedScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        kernels = _kernels()
         threads = _set_threads()
         u, delta, A, B, C, D, z, delta_bias, delta_proj, checkpoints = ctx.saved_tensors
         batch, length, d = u.shape
@@ -223,7 +228,7 @@ class _FusedScan(torch.autograd.Function):
         grad_bias = torch.empty((batch, d), **new)
         grad_B = torch.zeros((groups, batch, length, n), **new)
         grad_C = torch.zeros((groups, batch, length, n), **new)
-        kernels.scan_backward(
+        _backward_kernel()(
             *_operands(u, delta, A, B, C, D, z, delta_bias, delta_proj, work),
             ctx.rows,
             _array(grad_out, work, (1, 1, 1)),

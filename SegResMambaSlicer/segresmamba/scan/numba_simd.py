@@ -9,8 +9,8 @@ are read and written once per token, the read-out sum stays in a register, and a
 last group uses masked loads and stores. At stage 0 (L = 110,592, d 96, n 16, two threads) the
 forward kernel went from 0.052 to 0.035 s (in-process, alternating runs).
 
-The backward stays scalar numba (:mod:`.numba_kernels`); it recomputes these states with the
-same arithmetic, and float64 (gradcheck) runs the scalar forward."""
+The backward (:mod:`.numba_backward`) recomputes these states with the same arithmetic, and
+float64 (gradcheck) runs the scalar forward (:mod:`.numba_kernels`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The backward scan's per-token work for float32, as LLVM vector code (see :mod:`.numba_simd`).
 
-The backward (numba_kernels.scan_backward) recomputes each chunk's states and decays from the
+The backward (numba_backward.scan_backward) recomputes each chunk's states and decays from the
 chunk's checkpoint, then runs the adjoint backwards over them. Both per-token steps get the
 forward's treatment: one ``<16 x float>`` piece of code per token (:func:`recompute_token`,
 :func:`adjoint_token`) instead of a dozen short loops with LLVM's run-time checks around each.
@@ -105,7 +105,7 @@ def adjoint_token(
     grad_low,
 ):
     """One token of the backward scan's adjoint, for a block of ``channels`` channels (padded
-    to ``width``, a multiple of 16), as numba_kernels.scan_backward's loop computes it; every
+    to ``width``, a multiple of 16), as numba_backward.scan_backward's loop computes it; every
     array argument is a byte address (:data:`ADJOINT_ARGUMENTS`).
 
     Row arguments (u, grad_y, z, D, grad_z, grad_u, grad_delta, the projection's rows, ``proj_row``
