@@ -1,8 +1,11 @@
-"""float32 vector arithmetic in LLVM IR, for the numba intrinsics of :mod:`.numba_simd`.
+"""float32 vector arithmetic in LLVM IR, for the numba intrinsics of :mod:`.numba_simd` and
+:mod:`.numba_simd_states`.
 
-:class:`VectorMath` emits ``<16 x float>`` code: the exp, exp2, log1p, softplus and silu of
-:mod:`.numba_math` (the same Cephes polynomials, clamps and bit tricks, so both kinds of kernel
-compute the same decays), and loads and stores that may be masked to the lanes that exist.
+:class:`VectorMath` emits ``<16 x float>`` code: the exp, exp2, log1p, softplus, sigmoid and
+silu of :mod:`.numba_math` (the same Cephes polynomials, clamps and bit tricks, so both kinds of
+kernel compute the same decays), a sum across lanes, and loads and stores that may be masked to
+the lanes that exist. :func:`row_address` and :func:`part_row_address` give the kernels the byte
+addresses those intrinsics take.
 """
 
 from __future__ import annotations
