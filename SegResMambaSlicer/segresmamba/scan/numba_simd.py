@@ -1,13 +1,14 @@
-"""The float32 forward scan, one token of a 16-channel group at a time, as LLVM vector code.
+"""The float32 forward scan and conv, a token at a time, as LLVM vector code.
 
 Why not plain numba loops: a token's work for one block of channels is a dozen short loops (the
 step, softplus, the input, the state update per state row, D, the gate, the output), and LLVM
-puts run-time alias and trip-count checks and a remainder loop around each of them. Here the
-whole token step of a 16-channel group is one straight piece of ``<16 x float>`` code
-(:func:`group_step`, a numba intrinsic built with :mod:`.numba_vector_math`): the group's states
-are read and written once per token, the read-out sum stays in a register, and a partly filled
-last group uses masked loads and stores. At stage 0 (L = 110,592, d 96, n 16, two threads) the
-forward kernel went from 0.052 to 0.035 s (in-process, alternating runs).
+puts run-time alias and trip-count checks and a remainder loop around each of them. Here a
+token's step for a block is one straight piece of ``<16 x float>`` code (:func:`token_step`, a
+numba intrinsic built with :mod:`.numba_vector_math`), in three passes over the block's
+16-channel groups: each group's states are read and written once per token, the read-out sum
+stays in a register, and a partly filled last group uses masked loads and stores. At stage 0
+(L = 110,592, d 96, n 16, two threads) the forward kernel went from 0.052 to 0.028 s
+(in-process, alternating runs). :func:`conv_token` does the same for the causal conv.
 
 The backward (:mod:`.numba_backward`) recomputes these states with the same arithmetic, and
 float64 (gradcheck) runs the scalar forward (:mod:`.numba_kernels`)."""
@@ -24,17 +25,10 @@ from numba.extending import intrinsic
 from .numba_kernels import _prefetch_inputs
 from .numba_math import KERNEL_OPTIONS, LOG2_E
 from .numba_prefetch import PREFETCH_STEPS, prefetch_row
-from .numba_vector_math import (
-    FLOAT_VECTOR,
-    INT_VECTOR,
-    LANES,
-    VectorMath,
-    row_address,
-    splat_int,
-)
+from .numba_vector_math import LANES, VectorMath, each_group, row_address, vector_at
 
 HAS_BIAS, HAS_PROJ, SOFTPLUS, HAS_D, HAS_Z, ACCUMULATE = (1 << i for i in range(6))
-"""Bits of :func:`group_step`'s ``flags``."""
+"""Bits of :func:`token_step`'s ``flags``."""
 
 
 @intrinsic
@@ -84,23 +78,13 @@ def token_step(
         intp = a["states"].type
         channels = a["channels"]
         groups = builder.sdiv(builder.add(channels, intp(LANES - 1)), intp(LANES))
-        whole = builder.sdiv(channels, intp(LANES))
-        rest = builder.sub(channels, builder.mul(whole, intp(LANES)))
-        lanes = builder.trunc(splat_int(builder, rest), INT_VECTOR)
-        tail = builder.icmp_signed("<", ir.Constant(INT_VECTOR, list(range(LANES))), lanes)
         group_bytes = builder.mul(groups, intp(4 * LANES))
-
-        def each_group(emit):
-            """emit(group index, mask) over the whole groups, then the partly filled one."""
-            with cgutils.for_range(builder, whole) as group:
-                emit(group.index, None)
-            with builder.if_then(builder.icmp_signed(">", rest, intp(0))):
-                emit(whole, tail)
-
-        each_group(lambda g, mask: _emit_step(builder, a, g, group_bytes, mask))
+        each_group(builder, channels, lambda g, mask: _emit_step(builder, a, g, group_bytes, mask))
         with cgutils.for_range(builder, groups) as group:
             _emit_states(builder, a, group.index, group_bytes)
-        each_group(lambda g, mask: _emit_output(builder, a, g, group_bytes, mask))
+        each_group(
+            builder, channels, lambda g, mask: _emit_output(builder, a, g, group_bytes, mask)
+        )
         return context.get_dummy_value()
 
     return sig, codegen
@@ -114,8 +98,7 @@ def _scratch(builder: ir.IRBuilder, a: dict, part: int, g: ir.Value, group_bytes
     """The address of group g's vector in part 0 (steps), 1 (drives) or 2 (sums) of scratch."""
     intp = g.type
     start = builder.add(a["scratch"], builder.mul(group_bytes, intp(part)))
-    address = builder.add(start, builder.mul(g, intp(4 * LANES)))
-    return builder.inttoptr(address, FLOAT_VECTOR.as_pointer())
+    return vector_at(builder, start, builder.mul(g, intp(4 * LANES)))
 
 
 def _emit_step(builder, a: dict, g: ir.Value, group_bytes: ir.Value, mask) -> None:
@@ -160,9 +143,8 @@ def _emit_states(builder, a: dict, g: ir.Value, group_bytes: ir.Value) -> None:
     with cgutils.for_range(builder, a["n"]) as loop:
         k = loop.index
         offset = builder.add(first, builder.mul(k, intp(4 * LANES)))
-        pointer = FLOAT_VECTOR.as_pointer()
-        state_address = builder.inttoptr(builder.add(a["states"], offset), pointer)
-        rate_address = builder.inttoptr(builder.add(a["rates"], offset), pointer)
+        state_address = vector_at(builder, a["states"], offset)
+        rate_address = vector_at(builder, a["rates"], offset)
         b_k = v.scalar(builder.add(a["B"], builder.mul(k, a["state_step"])))
         c_k = v.scalar(builder.add(a["C"], builder.mul(k, a["state_step"])))
         decay = v.exp2(v.mul(step, builder.load(rate_address, align=4)))
@@ -204,16 +186,10 @@ def conv_token(typingctx, taps, width, weight, weight_row, bias, out, channels):
     sig = types.void(*[types.intp] * 7)
 
     def codegen(context, builder, signature, args):
-        taps, width, weight, weight_row, bias, out, channels = args
-        intp = taps.type
-        whole = builder.sdiv(channels, intp(LANES))
-        with cgutils.for_range(builder, whole) as group:
-            _emit_conv_group(builder, args, builder.mul(group.index, intp(4 * LANES)), None)
-        rest = builder.sub(channels, builder.mul(whole, intp(LANES)))
-        with builder.if_then(builder.icmp_signed(">", rest, intp(0))):
-            lanes = builder.trunc(splat_int(builder, rest), INT_VECTOR)
-            mask = builder.icmp_signed("<", ir.Constant(INT_VECTOR, list(range(LANES))), lanes)
-            _emit_conv_group(builder, args, builder.mul(whole, intp(4 * LANES)), mask)
+        def group(g, mask):
+            _emit_conv_group(builder, args, builder.mul(g, g.type(4 * LANES)), mask)
+
+        each_group(builder, args[-1], group)
         return context.get_dummy_value()
 
     return sig, codegen

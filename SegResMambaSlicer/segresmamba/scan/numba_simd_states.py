@@ -10,12 +10,14 @@ loops. At stage 0 (L = 110,592, d 96, two threads) the scan's backward went from
 
 from __future__ import annotations
 
+from functools import partial
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .numba_vector_math import FLOAT_VECTOR, INT_VECTOR, LANES, VectorMath, splat_int
+from .numba_vector_math import LANES, VectorMath, each_group, vector_at
 
 
 @intrinsic
@@ -32,12 +34,8 @@ def recompute_token(typingctx, steps, drives, rates, previous, states, decays, B
         steps, drives, rates, previous, states, decays, B, state_step, n, width = args
         intp = steps.type
         v = VectorMath(builder)
-        pointer = FLOAT_VECTOR.as_pointer()
         row_bytes = builder.mul(width, intp(4))
-
-        def at(base, offset):
-            return builder.inttoptr(builder.add(base, offset), pointer)
-
+        at = partial(vector_at, builder)
         groups = builder.sdiv(width, intp(LANES))
         with cgutils.for_range(builder, groups) as group:
             column = builder.mul(group.index, intp(4 * LANES))
@@ -123,13 +121,7 @@ def adjoint_token(
         a = dict(zip(ADJOINT_ARGUMENTS, values))
         intp = a["n"].type
         v = VectorMath(builder)
-        pointer = FLOAT_VECTOR.as_pointer()
-
-        def at(base, offset):
-            return builder.inttoptr(builder.add(base, offset), pointer)
-
-        def flag(name):
-            return builder.icmp_unsigned("!=", a[name], intp(0))
+        at = partial(vector_at, builder)
 
         # zero the token's lane-wise sums
         parts = builder.add(builder.mul(a["n"], intp(2)), a["rank"])
@@ -138,14 +130,7 @@ def adjoint_token(
                 v.const(0.0), at(a["scratch"], builder.mul(part.index, intp(64))), align=4
             )
 
-        whole = builder.sdiv(a["channels"], intp(LANES))
-        rest = builder.sub(a["channels"], builder.mul(whole, intp(LANES)))
-        with cgutils.for_range(builder, whole) as group:
-            _emit_adjoint_group(builder, a, group.index, None)
-        with builder.if_then(builder.icmp_signed(">", rest, intp(0))):
-            lanes = builder.trunc(splat_int(builder, rest), INT_VECTOR)
-            mask = builder.icmp_signed("<", ir.Constant(INT_VECTOR, list(range(LANES))), lanes)
-            _emit_adjoint_group(builder, a, whole, mask)
+        each_group(builder, a["channels"], partial(_emit_adjoint_group, builder, a))
 
         # the token's sums over channels: grad_C[k], grad_B[k], grad_low[q]
         float_pointer = ir.FloatType().as_pointer()
@@ -173,12 +158,9 @@ def _emit_adjoint_group(builder, a: dict, g, mask) -> None:
     intp = g.type
     v = VectorMath(builder, mask)
     whole = VectorMath(builder)
-    pointer = FLOAT_VECTOR.as_pointer()
     column = builder.mul(g, intp(4 * LANES))
     row_bytes = builder.mul(a["width"], intp(4))
-
-    def at(base, offset):
-        return builder.inttoptr(builder.add(base, offset), pointer)
+    at = partial(vector_at, builder)
 
     def local(base, offset=column):
         return builder.load(at(base, offset), align=4)

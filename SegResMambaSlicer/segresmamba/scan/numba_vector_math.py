@@ -204,6 +204,25 @@ def splat_int(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
     return builder.shuffle_vector(first, undefined, ir.Constant(INT_VECTOR, [0] * LANES))
 
 
+def vector_at(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
+    """A ``<16 x float>*`` to the byte address ``base + offset`` (integers)."""
+    return builder.inttoptr(builder.add(base, offset), FLOAT_VECTOR.as_pointer())
+
+
+def each_group(builder: ir.IRBuilder, channels: ir.Value, emit) -> None:
+    """emit(group index, mask) for each 16-channel group of ``channels``: the whole groups with
+    mask None (plain loads and stores), then a partly filled last one with the mask of its
+    channels that exist."""
+    intp = channels.type
+    whole = builder.sdiv(channels, intp(LANES))
+    rest = builder.sub(channels, builder.mul(whole, intp(LANES)))
+    with cgutils.for_range(builder, whole) as group:
+        emit(group.index, None)
+    with builder.if_then(builder.icmp_signed(">", rest, intp(0))):
+        lanes = builder.trunc(splat_int(builder, rest), INT_VECTOR)
+        emit(whole, builder.icmp_signed("<", ir.Constant(INT_VECTOR, list(range(LANES))), lanes))
+
+
 @numba.njit(inline="always")
 def row_address(array, b, t):  # pragma: no cover - compiled
     """The byte address of ``array[b, t, 0]``: where vector code reads a token's row."""
