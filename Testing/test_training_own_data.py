@@ -18,10 +18,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from segresmamba.datasets import EXIT_DATASET, check_cases, load_dataset
 from segresmamba.inference.preprocess import normalize_intensity
 from segresmamba.tasks import task_from_dict
 from segresmamba.weights import read_header
-from training.dataset import EXIT_DATASET, check_cases, load_dataset
 from training.plan import make_plan, read_plan
 from training.splits import brats_folds
 from training.transforms import deterministic_transforms

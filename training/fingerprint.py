@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .dataset import OwnDataset, read_label
+from segresmamba.datasets import OwnDataset, read_label
 
 __all__ = ["channel_modality", "fingerprint", "ras_axes"]
 

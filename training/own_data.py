@@ -16,11 +16,11 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from segresmamba.datasets import OwnDataset, check_cases, load_dataset
 from segresmamba.errors import SegResMambaError
 from segresmamba.network import SegResMamba
 from segresmamba.tasks import Task, task_from_dict
 
-from .dataset import OwnDataset, check_cases, load_dataset
 from .plan import make_plan, read_plan, write_plan
 from .recipes import Recipe
 

@@ -65,10 +65,10 @@ def score_run(run: Path, model_name: str, dataset_folder: Path, fold: int) -> di
     import safetensors.torch
     import torch
 
+    from segresmamba.datasets import load_dataset
     from segresmamba.inference import predict
     from segresmamba.tasks import task_from_dict
 
-    from .dataset import load_dataset
     from .own_data import build_model, own_split
     from .plan import read_plan
     from .transforms import deterministic_transforms

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .dataset import OwnDataset
+from segresmamba.datasets import OwnDataset
 
 __all__ = ["PALETTE", "task_dict", "task_name"]
 

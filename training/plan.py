@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from segresmamba.datasets import EXIT_DATASET, OwnDataset, check_cases, load_dataset
 from segresmamba.errors import SegResMambaError
 
-from .dataset import EXIT_DATASET, OwnDataset, check_cases, load_dataset
 from .fingerprint import fingerprint
 from .own_task import task_dict
 

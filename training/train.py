@@ -28,9 +28,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from segresmamba.datasets import EXIT_DATASET, DatasetError
 from segresmamba.errors import SegResMambaError
-
-from .dataset import EXIT_DATASET, DatasetError
 
 __all__ = ["build_parser", "main"]
 

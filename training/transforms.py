@@ -100,7 +100,7 @@ def deterministic_transforms(
 
     Images are resampled linearly with border padding as in inference; labels by nearest
     neighbour with zero padding so no structure is smeared into the padding. ``own_data``:
-    cases of a user's dataset (training.dataset), loaded with SimpleITK as ``segment()`` does.
+    cases of a user's dataset (segresmamba.datasets), loaded with SimpleITK as ``segment()`` does.
     """
     if own_data:
         load = [LoadCased(task)]

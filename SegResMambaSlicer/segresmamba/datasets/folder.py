@@ -4,6 +4,11 @@ Layout (nnU-Net v2): ``dataset.json`` (``channel_names``, ``labels``, ``file_end
 ``regions_class_order``), ``imagesTr/CASE_XXXX<ending>`` (one file per channel XXXX) and
 ``labelsTr/CASE<ending>``. NIfTI, NRRD and MHA all go through SimpleITK.
 
+A label named ``ignore`` (nnU-Net v2's convention: the highest value) marks voxels nobody
+labelled, e.g. the slices a user did not correct; it is no class of the task, and training
+leaves those voxels out of the loss and the Dice. It lives in the engine, not in ``training/``,
+because ``segresmamba dataset add`` writes the same folders that training reads.
+
 Every problem is a :class:`DatasetError` with one line naming the case (or file) and the problem;
 the commands print it without a traceback and exit with :data:`EXIT_DATASET` (2, "bad input" in
 ``segresmamba.errors.EXIT_CODES``) before any planning or training starts.
@@ -20,11 +25,12 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from segresmamba.errors import EXIT_USAGE, SegResMambaError
+from ..errors import EXIT_USAGE, SegResMambaError
 
 __all__ = [
     "EXIT_DATASET",
     "FILE_ENDINGS",
+    "IGNORE",
     "Case",
     "DatasetError",
     "OwnDataset",
@@ -35,6 +41,9 @@ __all__ = [
 
 EXIT_DATASET = EXIT_USAGE
 """Exit status of ``training.plan`` / ``training.train --dataset`` for a refused dataset."""
+
+IGNORE = "ignore"
+"""nnU-Net v2's name for the label of unlabelled voxels (its value must be the highest)."""
 
 FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 """Image formats read (SimpleITK); ``file_ending`` in dataset.json must be one of them."""
@@ -74,8 +83,9 @@ class Case:
 class OwnDataset:
     """A parsed dataset folder.
 
-    ``labels`` maps label name -> value (int) or, for region-based datasets, list of values;
-    ``regions_class_order`` is None for plain label maps.
+    ``labels`` maps label name -> value (int) or, for region-based datasets, list of values,
+    without the ``ignore`` label, whose value is ``ignore_value`` (None when the dataset has
+    none); ``regions_class_order`` is None for plain label maps.
     """
 
     folder: Path
@@ -87,14 +97,15 @@ class OwnDataset:
     regions_class_order: tuple[int, ...] | None
     cases: tuple[Case, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    ignore_value: int | None = None
 
     @property
     def region_based(self) -> bool:
         return self.regions_class_order is not None
 
     def label_values(self) -> set[int]:
-        """Every label-map value dataset.json allows (background 0 included)."""
-        values = {0}
+        """Every label-map value dataset.json allows (background 0 and ignore included)."""
+        values = {0} if self.ignore_value is None else {0, self.ignore_value}
         for value in self.labels.values():
             values.update(value if isinstance(value, tuple) else (value,))
         return values
@@ -119,6 +130,21 @@ def _read_json(folder: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _fail(path, "malformed: the top level must be a JSON object")
     return data
+
+
+def _split_ignore(
+    path: Path, labels: dict[str, int | tuple[int, ...]]
+) -> tuple[dict[str, int | tuple[int, ...]], int | None]:
+    """(the labels without ``ignore``, its value): nnU-Net v2 wants it a single, highest value."""
+    if IGNORE not in labels:
+        return labels, None
+    value = labels.pop(IGNORE)
+    others = [v for item in labels.values() for v in (item if isinstance(item, tuple) else (item,))]
+    if isinstance(value, tuple) or value <= max(others):
+        raise _fail(
+            path, "malformed: the 'ignore' label must be one value, higher than every other label's"
+        )
+    return labels, value
 
 
 def _parse_labels(path: Path, raw: Any) -> dict[str, int | tuple[int, ...]]:
@@ -149,7 +175,7 @@ def _parse(folder: Path, data: dict[str, Any]) -> tuple[Any, ...]:
     if order != list(range(len(order))):
         raise _fail(path, f"malformed: 'channel_names' keys must run 0..{len(order) - 1}")
     names = tuple(str(channels[str(i)]) for i in order)
-    labels = _parse_labels(path, data.get("labels"))
+    labels, ignore = _split_ignore(path, _parse_labels(path, data.get("labels")))
     ending = data.get("file_ending")
     if not isinstance(ending, str) or ending.lower() not in FILE_ENDINGS:
         raise _fail(path, f"malformed: 'file_ending' must be one of {', '.join(FILE_ENDINGS)}")
@@ -168,7 +194,7 @@ def _parse(folder: Path, data: dict[str, Any]) -> tuple[Any, ...]:
         plain = sorted(v for v in labels.values() if isinstance(v, int))
         if plain != list(range(len(plain))):
             raise _fail(path, f"malformed: label values must be consecutive 0..N; got {plain}")
-    return names, labels, ending, regions
+    return names, labels, ending, regions, ignore
 
 
 def _find_cases(folder: Path, ending: str, channels: int) -> tuple[Case, ...]:
@@ -207,7 +233,7 @@ def load_dataset(folder: str | Path) -> OwnDataset:
     """Parse ``dataset.json`` and list the cases (files checked to exist, not yet read)."""
     folder = Path(folder)
     data = _read_json(folder)
-    names, labels, ending, regions = _parse(folder, data)
+    names, labels, ending, regions, ignore = _parse(folder, data)
     cases = _find_cases(folder, ending, len(names))
     return OwnDataset(
         folder=folder.resolve(),
@@ -219,6 +245,7 @@ def load_dataset(folder: str | Path) -> OwnDataset:
         regions_class_order=regions,
         cases=cases,
         extra={k: data[k] for k in ("colors", "terminology", "reference", "licence") if k in data},
+        ignore_value=ignore,
     )
 
 
