@@ -20,90 +20,30 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .bench_runs import machine_info, run_measured
 
 __all__ = ["main", "score_run"]
 
 MODELS = ("segresmamba", "segresnet")
 
 
-def _run(command: list[str], log: Path) -> dict[str, Any]:
-    """Run ``command``; (exit status, wall seconds, peak RSS MB of that process)."""
-    start = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return {
-        "command": " ".join(command),
-        "exit_status": process.returncode,
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes
-        # CPU time of the process (all threads): on a busy machine, wall time says little
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-        "log": str(log),
-    }
-
-
-def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    total = prediction.sum() + truth.sum()
-    return float(2 * np.logical_and(prediction, truth).sum() / total) if total else float("nan")
-
-
 def score_run(run: Path, model_name: str, dataset_folder: Path, fold: int) -> dict[str, Any]:
     """Dice of the run's final model on the fold's validation cases (working grid)."""
-    import safetensors.torch
-    import torch
-
     from segresmamba.datasets import load_dataset
-    from segresmamba.inference import predict
-    from segresmamba.tasks import task_from_dict
 
-    from .own_data import build_model, own_split
+    from .bench_runs import load_final_model, score_entries
+    from .own_data import own_split
     from .plan import read_plan
-    from .transforms import deterministic_transforms
 
-    plan = read_plan(run / "plan.json")
-    task = task_from_dict(plan["task"])
-    tensors = safetensors.torch.load_file(str(run / "resume.safetensors"))
-    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    model = build_model(model_name, task, plan["task"]["network"])
-    model.load_state_dict(weights)
-    model.eval()
-    _, validation, _ = own_split(plan, load_dataset(dataset_folder), fold)
-    names = [label.name for label in task.foreground_labels]
-    cases = []
-    for entry in validation:
-        item = dict(entry)
-        for transform in deterministic_transforms(task, crop_foreground=False, own_data=True):
-            item = transform(item)
-        with torch.no_grad():
-            probabilities = predict(
-                item["image"], model, task.output, task.patch_size, torch.device("cpu")
-            )
-        truth = np.asarray(item["label"])
-        if task.output == "softmax":
-            predicted, truth_map = probabilities.argmax(0).numpy(), truth[0].round().astype(int)
-            values = [label.value for label in task.foreground_labels]
-        else:
-            predicted = task.labelmap.from_regions(probabilities.numpy() > 0.5)
-            truth_map = task.labelmap.from_regions(truth > 0.5)
-            values = list(task.labelmap.values())
-            names = [label.name for label in task.labelmap.labels]
-        row = {"case": entry["case"], "whole_foreground": _dice(predicted > 0, truth_map > 0)}
-        for name, value in zip(names, values):
-            row[name] = _dice(predicted == value, truth_map == value)
-        cases.append(row)
+    task, model = load_final_model(run, model_name)
+    _, validation, _ = own_split(read_plan(run / "plan.json"), load_dataset(dataset_folder), fold)
+    cases = score_entries(task, model, validation)
     log = (run / "log.csv").read_text(encoding="utf-8").strip().splitlines()
     header = log[0].split(",")
     column = header.index("val_mean")
@@ -111,28 +51,6 @@ def score_run(run: Path, model_name: str, dataset_folder: Path, fold: int) -> di
     return {
         "cases": cases,
         "best_validation_mean_dice_during_training": max(best) if best else None,
-    }
-
-
-def _machine() -> dict[str, Any]:
-    import torch
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model or platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average_at_start": list(os.getloadavg()),
     }
 
 
@@ -164,11 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {
         "benchmark": "own data: SegResMamba vs MONAI SegResNet, same plan, steps and budget",
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "machine": _machine(),
+        "machine": machine_info(),
         "dataset": str(Path(args.dataset).resolve()),
         "fold": args.fold,
         "steps": args.steps,
-        "planning": _run(plan_cmd, work / "plan.log"),
+        "planning": run_measured(plan_cmd, work / "plan.log"),
         "runs": {},
     }
     if result["planning"]["exit_status"] != 0:
@@ -180,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = python + ["training.train", "--dataset", args.dataset, "--plan", str(plan_path)]
         command += ["--fold", str(args.fold), "--model", name, "--out", str(run)]
         command += ["--device", args.device, "--seed", str(args.seed)]
-        record = _run(command, work / f"{name}.log")
+        record = run_measured(command, work / f"{name}.log")
         print(f"{name}: exit {record['exit_status']}, {record['wall_seconds'] / 60:.1f} min, "
               f"peak {record['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
         if record["exit_status"] == 0:
