@@ -1,14 +1,15 @@
 """A model trained on the user's own data, end to end through the real command: its checkpoint
 (header carrying the whole task) -> ``segresmamba models import`` -> ``models list`` ->
 ``segresmamba segment -t NAME`` on a real case of the two-channel BraTS 2013 nnU-Net dataset,
-with the label names of its ``dataset.json``; plus the refusals (a built-in task's name, a second
-import without --overwrite, a checkpoint whose task is not registered)."""
+with the label names of its ``dataset.json``; plus the refusals (a built-in task's name, a
+checkpoint whose task is not registered). A second import is a new version: test_model_versions."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,46 +146,23 @@ def test_a_built_in_task_name_is_refused(dataset, tmp_path):
     assert not list((home / "models").glob("*.safetensors"))
 
 
-def test_importing_the_same_task_again_needs_overwrite(imported, dataset, tmp_path):
-    _, home, checkpoint, _ = imported
-    again = run_cli("models", "import", checkpoint, home=home, cwd=tmp_path)  # the same file
-    assert again.returncode == 0, again.stderr
+def test_a_retrained_model_is_a_new_version_not_an_overwrite(imported, dataset, tmp_path):
+    """Versions in full: test_model_versions.py. Here: the module's own import is version 1 and
+    a retrained file neither needs --overwrite nor touches it (done in a copy of its home, so
+    the other tests here still see one version)."""
+    _, home, checkpoint, result = imported
+    assert result.stdout.splitlines()[-1] == f"version 1 of task {OWN_TASK}"
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    installed = copy / "models" / f"{OWN_TASK}.safetensors"
     retrained = own_checkpoint(tmp_path / "retrained.safetensors", dataset, seed=1)
-    installed = home / "models" / f"{OWN_TASK}.safetensors"
-    before = digest(installed)
-    result = run_cli("models", "import", retrained, home=home, cwd=tmp_path)
-    one_error_line(result, EXIT_MODEL, "already imported", "--overwrite")
-    assert digest(installed) == before
-    result = run_cli("models", "import", retrained, "--overwrite", home=home, cwd=tmp_path)
+    result = run_cli("models", "import", retrained, home=copy, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert digest(installed) == digest(retrained)
-    restored = run_cli("models", "import", checkpoint, "--overwrite", home=home, cwd=tmp_path)
-    assert restored.returncode == 0 and digest(installed) == digest(checkpoint)
-
-
-def test_a_changed_task_definition_needs_overwrite(dataset, tmp_path):
-    home = tmp_path / "home"
-    first = own_checkpoint(tmp_path / "first.safetensors", dataset)
-    assert run_cli("models", "import", first, home=home, cwd=tmp_path).returncode == 0
-    from segresmamba.tasks import task_from_dict
-    from segresmamba.weights import load_checkpoint, make_header, save_checkpoint
-
-    item = own_task_dict(dataset)
-    item["labels"][1]["name"] = "necrotic core"
-    model, header = load_checkpoint(first)
-    changed = save_checkpoint(
-        tmp_path / "changed.safetensors",
-        model,
-        make_header(task_from_dict(item), {"widths": header["network"]["widths"]}),
-    )
-    result = run_cli("models", "import", changed, home=home, cwd=tmp_path)
-    one_error_line(result, EXIT_MODEL, f"'{OWN_TASK}'", "another definition", "--overwrite")
-    registered = json.loads((home / "tasks.json").read_text(encoding="utf-8"))
-    assert registered["tasks"][0]["labels"][1]["name"] == "necrosis"
-    result = run_cli("models", "import", changed, "--overwrite", home=home, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    registered = json.loads((home / "tasks.json").read_text(encoding="utf-8"))
-    assert registered["tasks"][0]["labels"][1]["name"] == "necrotic core"
+    assert result.stdout.splitlines()[-1] == f"version 2 of task {OWN_TASK}"
+    assert digest(installed) == digest(checkpoint)
+    assert digest(copy / "models" / f"{OWN_TASK}@2.safetensors") == digest(retrained)
+    named = run_cli("models", "import", retrained, "--name", "mine", home=copy, cwd=tmp_path)
+    one_error_line(named, EXIT_MODEL, "'mine'", f"{OWN_TASK}@1", "without --name")
 
 
 def test_a_checkpoint_whose_task_is_not_registered_says_to_import_it(

@@ -99,7 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-i FLAIR=PATH, or add --inputs-in-order), or a cohort for single-input tasks when -o "
         "is a folder. The model loads once for all cases.",
     )
-    seg.add_argument("-t", "--task", required=True, help="task name, e.g. btcv, brats, phantom")
+    seg.add_argument(
+        "-t",
+        "--task",
+        required=True,
+        help="task name, e.g. btcv, brats, phantom; a task of your own takes its newest model, "
+        "NAME@K its version K (see models list)",
+    )
     seg.add_argument(
         "-i",
         "--input",
@@ -195,8 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
         "import", parents=[_common()], help="import a .safetensors or .zip carried in by hand"
     )
     imported.add_argument("file")
-    imported.add_argument("--name", help="cache name (default: recognised or from the file name)")
-    imported.add_argument("--overwrite", action="store_true", help="replace a different import")
+    imported.add_argument(
+        "--name",
+        help="cache name (default: recognised or from the file name; models of your own task "
+        "are kept as its versions NAME@1, @2, ... instead)",
+    )
+    imported.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different import (never needed for a new version of your own task)",
+    )
     verify = actions.add_parser("verify", parents=[_common()], help="check a model end to end")
     verify.add_argument("model", metavar="NAME|PATH")
     models.set_defaults(run=_run_models)

@@ -25,6 +25,9 @@ def run_models(args: argparse.Namespace) -> int:
         path = weights.import_model(args.file, args.name, overwrite=args.overwrite)
         _describe_user_task(weights.read_header(path)["task"])
         print(f"imported {args.file} as {path}")
+        found = weights.version_of(path)
+        if found is not None:
+            print(f"version {found.version} of task {found.task}")
     elif args.action == "verify":
         found = weights.verify_model(args.model)
         print(
@@ -35,16 +38,38 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def _list_imported(imported: list) -> None:
-    """Imported checkpoints that the registry does not list, with their user tasks."""
+    """The versions of each of the user's own tasks, then imported checkpoints that are
+    neither a registry model nor a version (named by hand), with their tasks."""
     from .tasks import user_tasks
+    from .weights import model_versions
 
     own = {task.name: task for task in user_tasks()}
+    versions = {name: model_versions(name) for name in own}
+    listed = {found.path for found in sum(versions.values(), [])}
     for found in imported:
-        kind = "your own task" if found.task in own else "task"
+        if found.path in listed:
+            continue
         print(f"{found.name}  task={found.task}  imported ({found.path})")
-        task = own.get(found.task)
-        if task is not None:
-            print(f"    {kind}: {_task_line(task)}")
+        if found.task in own:
+            print(f"    your own task: {_task_line(own[found.task])}")
+    for name, task in own.items():
+        if versions[name]:
+            count = len(versions[name])
+            print(f"{name}  task={name}  imported, {count} version{'s' * (count > 1)}")
+            print(f"    your own task: {_task_line(task)}")
+        for found in versions[name]:
+            newest = found is versions[name][-1]
+            print(f"    {_version_line(found)}" + (f"  (newest: -t {name} uses it)" * newest))
+
+
+def _version_line(found) -> str:
+    """``NAME@K  cases=4 steps=300 dice=0.812 2026-12-07  PATH``; ``?`` where the checkpoint
+    does not say (older checkpoints did not record every field)."""
+    cases = "?" if found.cases is None else found.cases
+    steps = "?" if found.steps is None else found.steps
+    dice = "?" if found.dice is None else f"{found.dice:.3f}"
+    date = (found.date or "undated")[:10]
+    return f"{found.name}  cases={cases} steps={steps} dice={dice} {date}  {found.path}"
 
 
 def _describe_user_task(name: str) -> None:

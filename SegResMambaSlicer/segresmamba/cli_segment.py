@@ -262,9 +262,7 @@ def order_inputs(task, paths: tuple[str, ...], in_order: bool = False) -> tuple[
 
 def run_segment(args: argparse.Namespace) -> int:
     """The segment command: returns 0, or the exit code of the worst failed case."""
-    from .tasks import get_task
-
-    task = get_task(args.task)
+    task = _task_of(args)
     statistics_path = getattr(args, "statistics", None)
     if statistics_path:
         check_output_path(check_statistics_path(statistics_path), overwrite=True)
@@ -288,6 +286,25 @@ def run_segment(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"statistics: wrote {statistics_path}")
     return worst
+
+
+def _task_of(args: argparse.Namespace):
+    """``-t NAME`` or ``-t NAME@K``, parsed once here: the task of that version's own header
+    (an older version may have other labels), with ``args.model`` set to its file so every
+    case, and every rank of a cohort, loads that very checkpoint."""
+    from .tasks import get_task
+    from .weights import split_version, task_version
+
+    name, version = split_version(args.task)
+    if args.model is not None:
+        if version is not None:
+            raise SegResMambaError(f"give -t {args.task} or --model, not both")
+        return get_task(name)
+    task, found = task_version(name, version)
+    if found is not None:
+        args.model = found.path
+        _log.info("version %d of task %s", found.version, found.task)
+    return task
 
 
 def _segment_case(args, task, case: Case, model, label: str, statistics: list | None = None):

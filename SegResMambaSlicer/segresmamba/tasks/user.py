@@ -3,8 +3,9 @@
 A model trained on a user's dataset carries its whole task in its checkpoint header
 (``task_definition``). ``segresmamba models import`` registers it here so that the command line
 and the Slicer module know the task with nothing else configured. The bundled ``tasks.json`` is
-never edited, a user task never takes a built-in task's name, and an existing user task is
-replaced only when asked.
+never edited and a user task never takes a built-in task's name. Each import of a model of a
+user task is a new version of it (``segresmamba.weights.versions``); the task registered here
+is the newest version's, which may differ from an older one's (a label added by fine-tuning).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def check_registrable(task: Task, overwrite: bool = False, source: str = "checkp
             if not overwrite:
                 raise RegistryError(
                     f"{source} defines task {task.name!r}, which an earlier import registered "
-                    "with another definition; pass --overwrite to replace it"
+                    "with another definition; pass overwrite=True to replace it"
                 )
     return True
 

@@ -27,6 +27,7 @@ from ..tasks.user import check_registrable, register_task, same_task
 from ._files import CHUNK, land, sha256_file, temporary_beside
 from .checkpoint import load_checkpoint, read_header
 from .registry import NAME_PATTERN, ModelInfo, list_models, models_dir
+from .versions import get_version, model_versions, next_version, split_version, version_path
 
 MAX_IMPORT_BYTES = 8 << 30
 """Largest member accepted from a zip whose model the registry does not size (zip-bomb guard)."""
@@ -38,27 +39,19 @@ def import_model(
     """Copy a checkpoint carried in by hand (``.safetensors``, or a ``.zip`` holding exactly one)
     into the cache, for sites without internet. Returns its path in the cache.
 
-    Without ``name`` the file becomes the registry model whose SHA-256 it has, else the default
-    registry model of its header's task, else a model named after the file. A registry model with
-    a published SHA-256 only accepts that exact file. The checkpoint must load (header and weights)
-    before it is renamed into place; an existing different file is replaced only with
-    ``overwrite=True``. A checkpoint whose task is not built in brings its task in its header
-    (``task_definition``): it is registered in the user's ``tasks.json`` and the file is named
-    after it. Raises DownloadError naming the problem, RegistryError for a task definition that
-    is invalid, takes a built-in task's name, or differs from an earlier import's without
-    ``overwrite``.
+    A checkpoint of one of the user's own tasks (its header carries ``task_definition``, or the
+    task was registered before) becomes that task's next version (see ``versions``), so a new
+    model never replaces one that worked; the task registry takes the newest version's
+    definition. The same file again returns the version it already is.
+
+    Any other file becomes the registry model whose SHA-256 it has, else the default registry
+    model of its header's task, else a model named ``name`` or after the file. A registry model
+    with a published SHA-256 only accepts that exact file; an existing different file is
+    replaced only with ``overwrite=True``. The checkpoint must load (header and weights) before
+    it is renamed into place. Raises DownloadError naming the problem, RegistryError for a task
+    definition that is invalid or takes a built-in task's name.
     """
-    source = Path(file_or_zip)
-    if not source.is_file():
-        raise DownloadError(f"cannot import {source}: no such file")
-    suffix = source.suffix.lower()
-    is_zip = suffix == ".zip" or (suffix != ".safetensors" and zipfile.is_zipfile(source))
-    if not is_zip and suffix != ".safetensors":
-        raise DownloadError(
-            f"cannot import {source.name}: give a .safetensors checkpoint or a .zip holding one"
-        )
-    if name is not None and not NAME_PATTERN.match(name):
-        raise DownloadError(f"model name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    source, is_zip = _checked_source(file_or_zip, name)
     registry = {m.name: m for m in list_models()}
     wanted = registry.get(name) if name else None
     with temporary_beside(models_dir() / ".import") as temporary:
@@ -70,37 +63,83 @@ def import_model(
             header = read_header(temporary)
         except CheckpointError as error:
             raise DownloadError(_import_failure(source, temporary, error)) from None
-        task, new_task = _checkpoint_task(header, source.name, overwrite)
+        task, own = _checkpoint_task(header, source.name)
         digest, size = sha256_file(temporary), temporary.stat().st_size
+        if own:
+            if name is not None:
+                raise DownloadError(
+                    f"cannot import {source.name} as {name!r}: models of your own task "
+                    f"{task.name} are kept as its versions ({task.name}@1, @2, ...); import it "
+                    "without --name"
+                )
+            _check_loads(source, temporary, task)
+            return _land_version(temporary, task, digest, source.name)
         info = wanted or _choose_entry(name, task.name, digest, registry)
         if info is not None:
             _check_against_registry(info, task.name, digest, size, source.name)
             final = info.cached_path()
-        else:  # a custom model; one of the user's own tasks is named after its task
-            default = task.name if new_task or task.name in _user_task_names() else None
-            final = models_dir() / f"{name or default or _safe_stem(source)}.safetensors"
-        try:
-            load_checkpoint(temporary, task=task)
-        except CheckpointError as error:
-            raise DownloadError(_import_failure(source, temporary, error)) from None
-        if final.exists() and sha256_file(final) != digest and not overwrite:
+        else:
+            final = models_dir() / f"{name or _safe_stem(source)}.safetensors"
+        _check_loads(source, temporary, task)
+        if final.exists() and sha256_file(final) == digest:
+            return final
+        if final.exists() and not overwrite:
             raise DownloadError(
                 f"a different checkpoint is already imported as {final.name}; pass "
                 "overwrite=True (--overwrite) to replace it"
             )
-        if new_task:
-            register_task(task, overwrite, source.name)
-        if final.exists() and sha256_file(final) == digest:
-            return final
         return land(temporary, final)
 
 
-def _checkpoint_task(header: dict[str, Any], shown: str, overwrite: bool) -> tuple[Task, bool]:
-    """The checkpoint's task, and whether importing must register it in the user registry.
+def _checked_source(file_or_zip: str | os.PathLike, name: str | None) -> tuple[Path, bool]:
+    """The file to import and whether it is a zip; refuses what cannot be a checkpoint."""
+    source = Path(file_or_zip)
+    if not source.is_file():
+        raise DownloadError(f"cannot import {source}: no such file")
+    suffix = source.suffix.lower()
+    is_zip = suffix == ".zip" or (suffix != ".safetensors" and zipfile.is_zipfile(source))
+    if not is_zip and suffix != ".safetensors":
+        raise DownloadError(
+            f"cannot import {source.name}: give a .safetensors checkpoint or a .zip holding one"
+        )
+    if name is not None and not NAME_PATTERN.match(name):
+        raise DownloadError(f"model name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    return source, is_zip
+
+
+def _check_loads(source: Path, temporary: Path, task: Task) -> None:
+    """Header and every weight must load for ``task`` before anything lands in the cache."""
+    try:
+        load_checkpoint(temporary, task=task)
+    except CheckpointError as error:
+        raise DownloadError(_import_failure(source, temporary, error)) from None
+
+
+def _land_version(temporary: Path, task: Task, digest: str, shown: str) -> Path:
+    """Land a user task's checkpoint as its next version, or return the version it already is.
+
+    The file lands before the task registry changes, and the registry takes the newest
+    version's definition even when the file was there already, so an import interrupted
+    between the two is completed by importing the same file again.
+    """
+    newest = next_version(task.name) - 1
+    for found in model_versions(task.name):
+        if sha256_file(found.path) == digest:
+            if found.version == newest:
+                register_task(task, True, shown)
+            return found.path
+    landed = land(temporary, version_path(task.name, newest + 1))
+    register_task(task, True, shown)
+    return landed
+
+
+def _checkpoint_task(header: dict[str, Any], shown: str) -> tuple[Task, bool]:
+    """The checkpoint's task, and whether it is one of the user's own (imported as a version).
 
     A built-in task's checkpoint needs nothing registered, but its definition (when the header
     carries one) must not contradict the built-in task. Any other task comes from the header's
-    ``task_definition``, held to the bundled tasks' schema and rules.
+    ``task_definition``, held to the bundled tasks' schema and rules; it may differ from the
+    registered one (a label added by fine-tuning): it is the definition of a new version.
     """
     name, definition = header["task"], header.get("task_definition")
     builtin = {task.name: task for task in builtin_tasks()}
@@ -113,17 +152,18 @@ def _checkpoint_task(header: dict[str, Any], shown: str, overwrite: bool) -> tup
         defined = task_from_dict(definition, source=f"{shown}'s task definition")
     if name in builtin:
         if defined is not None and not same_task(defined, builtin[name]):
-            check_registrable(defined, overwrite, shown)  # raises: a built-in task's name
+            check_registrable(defined, True, shown)  # raises: a built-in task's name
         return builtin[name], False
     if defined is None:
         try:
-            return get_task(name), False
+            task = get_task(name)
         except UnknownTaskError:
             raise RegistryError(
                 f"cannot import {shown}: it is for task {name!r}, which is not registered, and its "
                 "header carries no task definition (written by an older segresmamba)"
             ) from None
-    return defined, check_registrable(defined, overwrite, shown)
+        return task, task.name in _user_task_names()
+    return defined, True
 
 
 def _user_task_names() -> set[str]:
@@ -259,6 +299,9 @@ def verify_model(name_or_path: str | os.PathLike) -> VerifiedModel:
 
 def _locate(name_or_path: str | os.PathLike) -> tuple[Path, ModelInfo | None]:
     text = os.fspath(name_or_path)
+    if not isinstance(name_or_path, os.PathLike) and "@" in text and not Path(text).is_file():
+        task, version = split_version(text)  # NAME@K: a version of a user's own task
+        return get_version(task, version).path, None
     if (
         not isinstance(name_or_path, os.PathLike)
         and NAME_PATTERN.match(text)

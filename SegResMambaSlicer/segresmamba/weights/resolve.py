@@ -24,6 +24,7 @@ from .registry import (
     models_dir,
     no_weights_message,
 )
+from .versions import SEPARATOR, get_version, model_versions, split_version
 
 __all__ = ["ImportedModel", "imported_models", "resolve_model"]
 
@@ -62,18 +63,34 @@ def resolve_model(
     task: str | Task,
     model: str | os.PathLike | None = None,
     *,
+    version: int | None = None,
     download: bool = True,
     progress: Any = True,
 ) -> Path:
     """The checkpoint file to use for ``task``.
 
-    ``model`` may be a file path, a registry name, or the name of an imported checkpoint; None
-    takes the task's default registry model, else the checkpoint imported for the task (a task
-    registered by ``models import`` has no registry entry). A registry model that is neither
-    bundled nor in the cache is downloaded when it has a url (unless ``download=False``). Raises
-    ModelNotAvailableError saying what to do when there is no file to use.
+    ``model`` may be a file path, a registry name, the name of an imported checkpoint, or
+    ``NAME@K``; ``version`` (or ``task`` given as ``NAME@K``) picks version K of a user's own
+    task. None takes the task's default registry model, else the newest version imported for
+    the task (a task registered by ``models import`` has no registry entry). A registry model
+    that is neither bundled nor in the cache is downloaded when it has a url (unless
+    ``download=False``). Raises ModelNotAvailableError saying what to do when there is no file.
+
+    An older version may carry other labels than the registered task: load it with its own
+    ``ModelVersion.task_definition()`` (``task_version`` gives both).
     """
+    if isinstance(task, str):
+        task, version = _with_version(task, version)
     task = get_task(task)
+    if isinstance(model, str) and SEPARATOR in model and not _looks_like_path(model):
+        if split_version(model)[0] == task.name:
+            model, version = None, _with_version(model, version)[1]
+    if version is not None:
+        if model is not None:
+            raise ModelNotAvailableError(
+                f"give version {version} of task {task.name} or model {model}, not both"
+            )
+        return get_version(task.name, version).path
     if model is not None and _looks_like_path(model):
         path = Path(model).expanduser()
         if not path.is_file():
@@ -105,12 +122,20 @@ def resolve_model(
     return _local_or_download(info, download, progress)
 
 
+def _with_version(text: str, version: int | None) -> tuple[str, int | None]:
+    """``NAME@K`` split, refusing a second, different version given beside it."""
+    name, named = split_version(text)
+    if named is not None and version is not None and named != version:
+        raise ModelNotAvailableError(f"{text} and version {version} disagree; give one version")
+    return name, version if named is None else named
+
+
 def _imported_for(task: str) -> Path:
-    """The checkpoint imported for a task without registry models: ``models/<task>.safetensors``
-    (what ``models import`` names it), else the first imported file whose header is for it."""
-    default = models_dir() / f"{task}.safetensors"
-    if default.is_file():
-        return default
+    """The newest version imported for a task without registry models, else (imported under
+    another name before versions existed) the first imported file whose header is for it."""
+    versions = model_versions(task)
+    if versions:
+        return versions[-1].path
     for found in imported_models():
         if found.task == task:
             return found.path
