@@ -77,8 +77,10 @@ class RunLog:
             writer = csv.DictWriter(file, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(rows)
-        from torch.utils.tensorboard import SummaryWriter
-
+        try:  # the "train" extra; Slicer's Train button runs without it (log.csv only)
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
         self._writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=resume_step)
 
     def row(self, values: dict[str, Any]) -> None:
