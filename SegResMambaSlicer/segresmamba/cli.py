@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .cli_dataset import add_dataset_command
 from .errors import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = actions.add_parser("verify", parents=[_common()], help="check a model end to end")
     verify.add_argument("model", metavar="NAME|PATH")
     models.set_defaults(run=_run_models)
+    add_dataset_command(commands, [_common()], formatter, EPILOG, _Parser)
 
     demo = commands.add_parser(
         "demo",

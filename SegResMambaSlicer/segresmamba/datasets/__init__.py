@@ -16,15 +16,27 @@ from .folder import (
     load_dataset,
     read_label,
 )
+from .labels import LabelSource, SegmentInfo, read_label_source
+from .layout import default_dataset_dir, own_task_name
+from .writer import AddedCase, CaseExistsError, add_case, case_exists
 
 __all__ = [
     "EXIT_DATASET",
     "FILE_ENDINGS",
     "IGNORE",
+    "AddedCase",
     "Case",
+    "CaseExistsError",
     "DatasetError",
+    "LabelSource",
     "OwnDataset",
+    "SegmentInfo",
+    "add_case",
+    "case_exists",
     "check_cases",
+    "default_dataset_dir",
     "load_dataset",
+    "own_task_name",
     "read_label",
+    "read_label_source",
 ]

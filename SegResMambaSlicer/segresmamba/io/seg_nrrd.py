@@ -4,6 +4,10 @@ Slicer turns each ``Segment{i}_*`` field into a named, coloured segment with its
 (SNOMED CT codes), so a result opens in the Segment Editor as organs, not as bare numbers.
 Overlapping regions (BraTS tumour core inside whole tumour) go into separate layers: the file
 is then 4D, one layer per region, as Slicer itself writes overlapping segments.
+
+The same file is read back (:func:`read_segmentation`) when a user's corrected segmentation
+becomes a training case, and Slicer's terminology string is parsed in one place
+(:func:`parse_terminology_entry`) for files and for the segments of a Slicer scene alike.
 """
 
 from __future__ import annotations
@@ -19,9 +23,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import SegResMambaError
+from ..tasks.types import Code, Terminology
 from .atomic import atomic_output
 
-__all__ = ["TERMINOLOGY_CONTEXT", "Segment", "terminology_entry", "write_segmentation"]
+__all__ = [
+    "TERMINOLOGY_CONTEXT",
+    "Segment",
+    "parse_terminology_entry",
+    "read_segmentation",
+    "terminology_entry",
+    "write_segmentation",
+]
 
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -49,6 +61,102 @@ def terminology_entry(terminology) -> str:
     codes = (terminology.category, terminology.type, terminology.modifier)
     parts = [code.slicer_triplet() if code is not None else "^^" for code in codes]
     return "~".join([TERMINOLOGY_CONTEXT, *parts, ANATOMIC_CONTEXT, "^^", "^^"])
+
+
+def _code(triplet: str) -> Code | None:
+    """``scheme^value^meaning`` -> Code; None for Slicer's empty ``^^`` (or no value)."""
+    scheme, _, rest = triplet.strip().partition("^")
+    value, _, meaning = rest.partition("^")
+    if not value.strip():
+        return None
+    return Code(scheme.strip(), value.strip(), meaning.strip())
+
+
+def parse_terminology_entry(entry: str | None) -> Terminology | None:
+    """The codes of a Slicer TerminologyEntry string (see :func:`terminology_entry`), or None
+    when it names no category and type (empty, or not a terminology string).
+
+    Only category, type and modifier are read: they say what a segment is. The anatomic region
+    fields (parts 5 to 7) are left out, as the task labels carry none.
+    """
+    parts = (entry or "").split("~")
+    if len(parts) < 3:
+        return None
+    category, kind = _code(parts[1]), _code(parts[2])
+    if category is None or kind is None:
+        return None
+    modifier = _code(parts[3]) if len(parts) > 3 else None
+    return Terminology(category, kind, modifier)
+
+
+def _tags(text: str) -> dict[str, str]:
+    """Slicer's segment tags ``key:value|key:value|`` as a dict (values may hold ``:``)."""
+    tags = {}
+    for item in text.split("|"):
+        key, sep, value = item.partition(":")
+        if sep and key.strip():
+            tags[key.strip()] = value
+    return tags
+
+
+def _field(reader: sitk.ImageFileReader, key: str, default: str = "") -> str:
+    return reader.GetMetaData(key) if reader.HasMetaDataKey(key) else default
+
+
+def _segment(reader: sitk.ImageFileReader, i: int, n_layers: int, n_segments: int) -> Segment:
+    name = _field(reader, f"Segment{i}_Name") or _field(reader, f"Segment{i}_ID")
+    color = tuple(float(c) for c in _field(reader, f"Segment{i}_Color", "0.5 0.5 0.5").split())
+    if len(color) != 3:
+        raise ValueError(f"Segment{i}_Color must hold three numbers")
+    default_layer = i if n_layers == n_segments > 1 else 0  # older files: a layer per segment
+    layer = int(_field(reader, f"Segment{i}_Layer", str(default_layer)))
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"segment {name!r} names layer {layer} of {n_layers}")
+    terminology = _tags(_field(reader, f"Segment{i}_Tags")).get("TerminologyEntry", "")
+    return Segment(
+        name=name.strip(),
+        label_value=int(_field(reader, f"Segment{i}_LabelValue", "1")),
+        color=color,  # type: ignore[arg-type]
+        terminology=terminology,
+        layer=layer,
+        codes=parse_terminology_entry(terminology),
+    )
+
+
+def read_segmentation(path: str | os.PathLike) -> tuple[sitk.Image, list[Segment]]:
+    """A Slicer ``.seg.nrrd``: its voxels (a scalar image, or one component per layer when
+    segments overlap) and its segments (name, colour, terminology, layer, label value), in
+    the file's order.
+
+    Any voxel grid Slicer writes is kept as stored (a file cropped to its segments has the
+    origin of its first stored voxel). Raises SegResMambaError naming the file when it cannot
+    be read or holds no segment.
+    """
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        raise SegResMambaError(
+            f"cannot read {path}: not a readable segmentation file (damaged, truncated or "
+            "another format)"
+        ) from None
+    if image.GetDimension() != 3:
+        raise SegResMambaError(f"cannot read {path}: a segmentation must be 3D")
+    n_segments = 0
+    while reader.HasMetaDataKey(f"Segment{n_segments}_ID") or reader.HasMetaDataKey(
+        f"Segment{n_segments}_Name"
+    ):
+        n_segments += 1
+    if not n_segments:
+        raise SegResMambaError(f"{path} holds no Slicer segments (no Segment0_Name field)")
+    n_layers = image.GetNumberOfComponentsPerPixel()
+    try:
+        segments = [_segment(reader, i, n_layers, n_segments) for i in range(n_segments)]
+    except ValueError as error:
+        raise SegResMambaError(f"{path}: malformed segment header: {error}") from None
+    return image, segments
 
 
 def _extents(layers: np.ndarray, segments: Sequence[Segment]) -> list[str]:
