@@ -32,6 +32,12 @@ def module_cmake() -> tuple[str, list[str], list[str]]:
     return text, cmake_list(text, "MODULE_PYTHON_SCRIPTS"), resources
 
 
+def training_scripts() -> list[str]:
+    """The repository's training/ files the module ships (as ``<module folder>/training/``)."""
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    return cmake_list(text, "TRAINING_PYTHON_SCRIPTS")
+
+
 def module_files() -> list[str]:
     files = []
     for path in MODULE_DIR.rglob("*"):
@@ -58,6 +64,30 @@ def test_every_module_file_is_listed_in_cmake():
     stale = [f for f in scripts + resources[:-1] if not (MODULE_DIR / f).is_file()]
     assert not stale, f"CMake lists files that do not exist: {stale}"
     assert demo.endswith(".safetensors")  # listed only when it exists (if(EXISTS ...))
+
+
+def test_every_training_file_ships_with_the_module():
+    """Train in Slicer runs ``PythonSlicer -m training.train`` from the module folder: a
+    training file missing from the list would be missing there, and the run would fail."""
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    files = sorted(path.name for path in (REPO / "training").glob("*.py"))
+    listed = training_scripts()
+    assert "train.py" in listed and "__init__.py" in listed
+    assert sorted(set(files) - set(listed)) == [], "add to TRAINING_PYTHON_SCRIPTS"
+    assert sorted(set(listed) - set(files)) == [], "TRAINING_PYTHON_SCRIPTS lists missing files"
+    # copied into the build folder's training/ and given to the macro by absolute path, so
+    # ctkMacroCompilePythonScript puts them at <module folder>/training/ and installs them
+    loop = re.search(
+        r"foreach\(script IN LISTS TRAINING_PYTHON_SCRIPTS\)(.*?)endforeach", text, re.S
+    )
+    assert loop, "the training files are not added to the module's scripts"
+    body = " ".join(loop.group(1).split())
+    assert "configure_file( ${CMAKE_CURRENT_SOURCE_DIR}/../training/${script}" in body
+    assert "${CMAKE_CURRENT_BINARY_DIR}/training/${script} COPYONLY )" in body
+    assert "list(APPEND MODULE_PYTHON_SCRIPTS ${CMAKE_CURRENT_BINARY_DIR}/training/${script})" in (
+        body
+    )
+    assert text.index("endforeach()") < text.index("slicerMacroBuildScriptedModule(")
 
 
 def test_module_cmake_builds_tests_and_installs_the_model_registry():
@@ -143,24 +173,30 @@ def test_installed_layout_runs_the_engine(tmp_path):
     from there: a file missing from the lists fails here as it would in Slicer."""
     _, scripts, resources = module_cmake()
     target = tmp_path / "qt-scripted-modules"
-    for relative in scripts + resources:
-        source = MODULE_DIR / relative
+    copies = [(MODULE_DIR / relative, target / relative) for relative in scripts + resources]
+    copies += [
+        (REPO / "training" / name, target / "training" / name) for name in training_scripts()
+    ]
+    for source, copy in copies:
         if source.is_file():
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target / relative)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, copy)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGRESMAMBA_")}
     env.update(PYTHONPATH=str(target), SEGRESMAMBA_HOME=str(tmp_path / "cache"))
     code = (
         "import segresmamba, SegResMambaSlicerLib.process as p; from segresmamba.weights import "
         "models_json_path; from segresmamba.tasks import list_tasks; "
-        "print(segresmamba.__file__); print(models_json_path()); print(len(list_tasks()))"
+        "print(segresmamba.__file__); print(models_json_path()); print(len(list_tasks())); "
+        "print(p.training_root()); import training.loop, training.train; print(training.__file__)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    package, registry, tasks = out.stdout.split()
+    package, registry, tasks, training_root, training = out.stdout.split()
     assert Path(package).is_relative_to(target)
+    # the child finds the shipped training code in the module folder itself
+    assert Path(training_root) == target and Path(training) == target / "training" / "__init__.py"
     assert Path(registry) == target / "segresmamba" / "weights" / "models.json"
     assert int(tasks) >= 4
     listing = subprocess.run(

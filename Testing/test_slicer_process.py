@@ -85,6 +85,27 @@ def test_cancel_ends_the_whole_process_tree(tmp_path):
         pytest.fail(f"the grandchild {child} outlived the cancel")
 
 
+def test_the_eta_of_a_training_run_counts_from_its_first_step():
+    """A training child reports stage "training"; its ETA is measured from the first step on
+    (model loading and planning before it would distort the rate)."""
+    engine = run_script(
+        r"""
+        import json
+        for step in (1, 2, 3):
+            print(json.dumps({"event": "progress", "stage": "training", "fraction": step / 4,
+                              "elapsed_s": 30.0 + 10 * step, "step": step, "total_steps": 4,
+                              "loss": 1.0 / step, "dice": None, "dice_on": "validation"}))
+        """,
+        main_stage="training",
+    )
+    events = [e for e in engine.wait(timeout=60) if e.kind == "progress"]
+    assert [e.data["step"] for e in events] == [1, 2, 3]
+    assert events[0].progress.eta_s is None  # one point: no rate yet
+    assert events[2].progress.eta_s == pytest.approx(20 / 0.5 * 0.25)  # 10 s a step, 1 left
+    default = ProgressTracker()  # an inference tracker never anchors on "training"
+    assert default.update("training", 0.5, 40.0).eta_s is None
+
+
 def test_progress_lines_and_eta():
     assert parse_progress("note: x") is None
     assert parse_progress('{"event": "other"}') is None
@@ -107,8 +128,17 @@ def test_engine_command_environment_and_python(tmp_path):
     assert command[:6] == ["py", "-m", "segresmamba", "segment", "-t", "brats"]
     assert command.count("-i") == 2 and "--progress-json" in command and "--regions" in command
     env = process.engine_environment({"PYTHONPATH": "/x"})
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(process.MODULE_DIR), "/x"]
+    # a source checkout: the training code (-m training.train) is beside the module folder
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(process.MODULE_DIR), str(REPO), "/x"]
+    assert process.training_root() == REPO
     assert (process.MODULE_DIR / "segresmamba" / "__main__.py").is_file()
+    installed = tmp_path / "qt-scripted-modules"  # built or installed: inside the module folder
+    (installed / "training").mkdir(parents=True)
+    (installed / "training" / "train.py").write_text("")
+    assert process.training_root(installed) == installed
+    env = process.engine_environment({}, module_dir=installed)
+    assert env["PYTHONPATH"] == str(installed)
+    assert process.training_root(tmp_path / "elsewhere") is None
     assert process.find_python() == sys.executable  # plain Python, outside Slicer
     with pytest.raises(FileNotFoundError) as missing:  # inside Slicer: never Slicer itself
         process.find_python(tmp_path)
@@ -123,6 +153,9 @@ def test_engine_command_environment_and_python(tmp_path):
     assert process.imported_model_path(["x", "imported a.zip as /c/m.safetensors"]) == (
         "/c/m.safetensors"
     )
+    lines = ["task my-liver is registered: ...", "imported b.safetensors as /c/my-liver@3.st"]
+    assert process.imported_version(lines) is None
+    assert process.imported_version([*lines, "version 3 of task my-liver"]) == ("my-liver", 3)
 
 
 def test_requirements_are_the_engines_and_missing_ones_are_explained():

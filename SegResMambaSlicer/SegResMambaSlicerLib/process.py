@@ -34,8 +34,10 @@ __all__ = [
     "format_duration",
     "imported_model_path",
     "imported_task_name",
+    "imported_version",
     "parse_progress",
     "segment_command",
+    "training_root",
 ]
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
@@ -76,6 +78,7 @@ class Event:
     text: str = ""
     progress: ProgressState | None = None
     returncode: int | None = None
+    data: Mapping | None = None  # "progress": the whole JSON line (training adds step, loss...)
 
 
 def format_duration(seconds: float) -> str:
@@ -164,16 +167,32 @@ def engine_environment(
     base: Mapping[str, str] | None = None, module_dir: str | os.PathLike = MODULE_DIR
 ) -> dict[str, str]:
     """The child's environment: ``base`` (Slicer's startup environment, else ours) with the
-    module folder first on PYTHONPATH, so ``-m segresmamba`` finds the engine the module ships,
-    and unbuffered output, so progress arrives as it happens. The engine leaves one of the
-    process's cores to Slicer's interface (``SEGRESMAMBA_RESERVE_CORES``, unless already set)."""
+    module folder first on PYTHONPATH, so ``-m segresmamba`` finds the engine the module ships
+    (and ``-m training.train`` the training code, see :func:`training_root`), and unbuffered
+    output, so progress arrives as it happens. The engine leaves one of the process's cores to
+    Slicer's interface (``SEGRESMAMBA_RESERVE_CORES``, unless already set)."""
     env = dict(os.environ if base is None else base)
     env.setdefault("SEGRESMAMBA_RESERVE_CORES", "1")
-    paths = [str(module_dir)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [str(module_dir)]
+    training = training_root(module_dir)
+    if training is not None and training != Path(module_dir):
+        paths.append(str(training))
+    paths += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     return env
+
+
+def training_root(module_dir: str | os.PathLike = MODULE_DIR) -> Path | None:
+    """The folder that holds the ``training`` package the child runs (``-m training.train``):
+    the module folder itself where the extension is built or installed (CMake copies the
+    repository's ``training/`` there), its parent in a source checkout (``training/`` beside
+    ``SegResMambaSlicer/``); None when neither has it. The engine never imports training."""
+    for folder in (Path(module_dir), Path(module_dir).parent):
+        if (folder / "training" / "train.py").is_file():
+            return folder
+    return None
 
 
 def imported_task_name(lines: Sequence[str]) -> str | None:
@@ -189,6 +208,15 @@ def imported_model_path(lines: Sequence[str]) -> str | None:
     for line in reversed(lines):
         if line.startswith("imported ") and " as " in line:
             return line.rsplit(" as ", 1)[1].strip()
+    return None
+
+
+def imported_version(lines: Sequence[str]) -> tuple[str, int] | None:
+    """The task and version ``segresmamba models import`` registered (``version K of task NAME``)."""
+    for line in reversed(lines):
+        match = re.fullmatch(r"version (\d+) of task (\S+)", line.strip())
+        if match:
+            return match[2], int(match[1])
     return None
 
 
@@ -226,7 +254,8 @@ class EngineProcess:
     ``start()`` launches it; ``poll()`` returns the events since the last call without blocking;
     ``cancel()`` ends the whole process tree (PythonSlicer is a launcher whose child does the
     work, so killing one pid is not enough). ``log`` keeps every line for the log pane and
-    ``error_message`` the engine's one-line ``error: ...`` for the UI.
+    ``error_message`` the engine's one-line ``error: ...`` for the UI. ``main_stage`` is the
+    progress stage whose rate gives the ETA ("segmenting", or "training" for a training run).
     """
 
     def __init__(
@@ -234,6 +263,7 @@ class EngineProcess:
         command: Sequence[str],
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike | None = None,
+        main_stage: str = "segmenting",
     ) -> None:
         self.command = [str(part) for part in command]
         self.env = dict(env) if env is not None else None
@@ -242,7 +272,7 @@ class EngineProcess:
         self.error_message = ""
         self.cancelled = False
         self.returncode: int | None = None
-        self.tracker = ProgressTracker()
+        self.tracker = ProgressTracker(main_stage)  # "training" for a training run
         self._process: subprocess.Popen | None = None
         self._queue: queue.Queue = queue.Queue()
         self._reader: threading.Thread | None = None
@@ -251,6 +281,11 @@ class EngineProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (the leader of its process group), once started."""
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         """Launch the command; stdout and stderr are merged so lines keep their order."""
@@ -321,7 +356,7 @@ class EngineProcess:
             state = self.tracker.update(
                 progress["stage"], progress["fraction"], progress["elapsed_s"]
             )
-            return Event("progress", text, progress=state)
+            return Event("progress", text, progress=state, data=progress)
         self.log.append(text)
         if text.startswith("error: "):
             self.error_message = text[len("error: ") :].strip()
@@ -359,7 +394,7 @@ class EngineProcess:
                 pass
             # the launcher may be gone while its child still runs: kill the group regardless
             _signal_group(process.pid, signal.SIGKILL)
-        process.wait()
+        self.returncode = process.wait()
         if self._reader is not None:
             self._reader.join(timeout=grace_s)
 
