@@ -34,6 +34,8 @@ from SegResMambaSlicerLib.process import (
     imported_task_name,
 )
 from SegResMambaSlicerLib.tasks import task_names
+from SegResMambaSlicerLib.teach_panel import TeachSection
+from SegResMambaSlicerLib.training_job import TrainingJob
 
 TASK_NAMES = task_names() or ["btcv"]
 DEVICE_CHOICES = ["auto", "cpu", "gpu"]
@@ -73,6 +75,10 @@ class SegResMambaSlicerParameterNode:
     fast: bool = False
     bratsLabelmap: bool = False
     model: str = ""  # a checkpoint path or model name; empty: the task's default model
+    modelVersion: str = ""  # a user task's version K for Apply; empty: the newest
+    trainingSet: str = ""  # the training set folder; empty: the task's own in the user folder
+    teachSegmentation: vtkMRMLSegmentationNode  # what Add to training set learns from
+    partialLabels: bool = False  # only the edited slices are labelled: the rest is "ignore"
 
 
 class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -82,7 +88,11 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._job = None  # a SegmentationJob, or an EngineProcess for a model download/import
+        self._job = (
+            None  # a SegmentationJob, an EngineProcess (model download/import), a TrainingJob
+        )
+        self._jobKind = ""  # what self._job does, for messages: "segmentation", "training", ...
+        self.teach = TeachSection(self)  # the Teach section's widgets (SegResMambaSlicerLib)
         self._ready = False  # the engine's Python packages are installed
         self._devices = None
         self._shownTask = None  # the task the input selectors were filled for
@@ -110,6 +120,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.saveStatisticsButton.enabled = False
         self.saveStatisticsButton.connect("clicked(bool)", self.onSaveStatistics)
         self.layout.addWidget(self.saveStatisticsButton)
+        self.teach.setup()
         self.refreshDependencies()
         self.initializeParameterNode()
 
@@ -181,7 +192,8 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def updateGui(self, caller=None, event=None) -> None:
         """Copy the Lib's decisions (``panel_state``) into the widgets."""
         p = self._parameterNode
-        running = self._job is not None
+        training = self._jobKind == "training"
+        running = self._job is not None and not training  # Apply cancels it
         if not p or not self._ready:
             self.ui.applyButton.text = "Cancel" if running else "Apply"
             self.ui.applyButton.enabled = running
@@ -200,7 +212,8 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         inputs = [getattr(p, f"inputVolume{i}") for i in range(MAX_INPUTS)]
         model = model_status(task.name, p.model or None)
         warnings = modality_warnings(task, inputs[: task.in_channels])
-        state = panel_state(task, inputs, model, p.device, self._devices, running, warnings)
+        busy = "training" if training else ""
+        state = panel_state(task, inputs, model, p.device, self._devices, running, warnings, busy)
         self.ui.taskDescriptionLabel.text = state.description
         self.ui.taskInputsLabel.text = state.inputs_text
         for index, (label, tip) in enumerate(zip(state.input_labels, state.input_tooltips)):
@@ -216,13 +229,14 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.bratsLabelmapCheckBox.visible = state.brats_option
         self.ui.modelLabel.text = state.model_text
         self.ui.downloadModelButton.enabled = state.can_download
-        self.ui.importModelButton.enabled = not running
+        self.ui.importModelButton.enabled = self._job is None
         self.ui.deviceInfoLabel.text = state.device_text
         self.ui.inputWarningLabel.text = state.warning_text
         self.ui.inputWarningLabel.visible = bool(state.warning_text)
         self.ui.applyButton.text = state.apply_text
         self.ui.applyButton.enabled = state.apply_enabled
         self.ui.applyButton.toolTip = state.apply_tooltip
+        self.teach.update(self._jobKind if self._job is not None else "")
 
     def refreshDependencies(self) -> None:
         missing = dependencies.find_missing()
@@ -231,6 +245,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.dependenciesLabel.visible = bool(missing)
         self.ui.inputsCollapsibleButton.enabled = self._ready
         self.ui.optionsCollapsibleButton.enabled = self._ready
+        self.ui.teachCollapsibleButton.enabled = self._ready
         if missing:
             names = ", ".join(m.requirement.distribution for m in missing)
             self.ui.dependenciesLabel.text = f"SegResMamba needs Python packages first: {names}."
@@ -258,17 +273,21 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.updateGui()
 
     def onApplyButton(self) -> None:
+        if self._jobKind == "training":  # Apply is disabled then; one job at a time
+            return
         if self._job is not None:
             self._cancelJob()
             self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
             return
+        from SegResMambaSlicerLib.tasks import segmentation_task
+
         p = self._parameterNode
         task = self.logic.task(p.task)
         try:
             device = dependencies.engine_device(p.device, self._devices)
             self._start(
                 self.logic.startSegmentation(
-                    p.task,
+                    segmentation_task(p.task, p.modelVersion),  # NAME@K: an older version
                     [getattr(p, f"inputVolume{i}") for i in range(task.in_channels)],
                     p.outputSegmentation,
                     model=p.model or None,
@@ -290,7 +309,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         except Exception as error:  # e.g. PythonSlicer not found: say where it was looked for
             self._showError(" ".join(str(error).split()))
             return
-        self._start(job, f"Downloading {status.name}...")
+        self._start(job, f"Downloading {status.name}...", "the model download")
 
     def onImportModel(self) -> None:
         path = qt.QFileDialog.getOpenFileName(
@@ -305,10 +324,11 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             except Exception as error:
                 self._showError(" ".join(str(error).split()))
                 return
-            self._start(job, f"Importing {path}...")
+            self._start(job, f"Importing {path}...", "the model import")
 
-    def _start(self, job, message: str) -> None:
+    def _start(self, job, message: str, kind: str = "segmentation") -> None:
         self._job = job
+        self._jobKind = kind
         self.ui.errorLabel.text = ""
         self.ui.logText.appendPlainText(message)
         self.ui.statusLabel.text = message
@@ -330,20 +350,25 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             elif event.kind == "progress":
                 self.ui.progressBar.value = int(1000 * event.progress.fraction)
                 self.ui.statusLabel.text = event.progress.describe()
-            elif event.kind == "finished":
+            if isinstance(job, TrainingJob):
+                self.teach.showEvent(event)
+            if event.kind == "finished":
                 self._finish(job)
                 return
 
     def _finish(self, job) -> None:
         self._timer.stop()
-        self._job = None
-        if isinstance(job, EngineProcess):  # model download or import
+        self._job, self._jobKind = None, ""
+        if isinstance(job, TrainingJob):  # trained and imported, or stopped
+            self.teach.finish(job)
+        elif isinstance(job, EngineProcess):  # model download or import
             if job.returncode == 0:
                 self.ui.statusLabel.text = job.log[-1] if job.log else "Done."
-                self._parameterNode.model = (
-                    imported_model_path(job.log) or self._parameterNode.model
-                )
-                self._showImportedTask(imported_task_name(job.log))
+                own_task = imported_task_name(job.log)  # its newest version is the import
+                model = "" if own_task else imported_model_path(job.log)
+                self._parameterNode.model = model or self._parameterNode.model
+                self._parameterNode.modelVersion = ""
+                self._showImportedTask(own_task)
             else:
                 self._showError(job.error_message or f"exit code {job.returncode}")
         else:
@@ -355,6 +380,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._showError(job.error)
             else:
                 self.logic.showResult(node, job.input_nodes[0])
+                self.teach.lastResult = node  # what Add to training set learns from by default
                 self._statistics = self.logic.showStatistics(node, job.input_nodes[0], job.task)
                 self.saveStatisticsButton.enabled = bool(self._statistics)
                 self.ui.progressBar.value = 1000
@@ -389,8 +415,8 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _cancelJob(self) -> None:
         if self._job is not None:
-            self._job.cancel()
-            self._job = None
+            self._job.cancel()  # training: its process tree is killed, the last state kept
+            self._job, self._jobKind = None, ""
             self._timer.stop()
             self.ui.progressBar.value = 0
             self.updateGui()

@@ -13,6 +13,7 @@ import pytest
 
 MODULE_DIR = Path(__file__).resolve().parents[1] / "SegResMambaSlicer"
 MODULE_FILE = MODULE_DIR / "SegResMambaSlicer.py"
+TEACH_FILE = MODULE_DIR / "SegResMambaSlicerLib" / "teach_panel.py"  # the Teach section's glue
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SegResMambaSlicer.ui"
 MAX_INPUTS = 4  # SegResMambaSlicerLib.panel.MAX_INPUTS; checked below
 
@@ -26,11 +27,14 @@ CONNECTOR_CLASSES = {
 
 
 def names_used_by_module() -> set[str]:
-    """Every ``ui.<name>``, with ``getattr(self.ui, f"name{index}")`` expanded per input row."""
-    source = MODULE_FILE.read_text(encoding="utf-8")
-    names = set(re.findall(r"\bui\.(\w+)", source))
-    for stem in re.findall(r'getattr\(self\.ui, f"(\w+)\{', source):
-        names.update(f"{stem}{i}" for i in range(MAX_INPUTS))
+    """Every ``ui.<name>`` of the module and its Teach section, with
+    ``getattr(self.ui, f"name{index}")`` expanded per input row."""
+    names = set()
+    for path in (MODULE_FILE, TEACH_FILE):
+        source = path.read_text(encoding="utf-8")
+        names.update(re.findall(r"\bui\.(\w+)", source))
+        for stem in re.findall(r'getattr\(self\.ui, f"(\w+)\{', source):
+            names.update(f"{stem}{i}" for i in range(MAX_INPUTS))
     return names
 
 
@@ -96,7 +100,9 @@ def test_bound_widgets_match_parameters_and_connector_classes():
     assert set(bound) <= set(fields), (
         f"widgets bound to unknown parameters: {set(bound) - set(fields)}"
     )
-    assert set(fields) - set(bound) == {"model"}  # the model is set by Download/Import only
+    # the model is set by Download/Import only; the version selector lists a task's versions,
+    # which change at run time (a Choice's list is fixed when the module loads)
+    assert set(fields) - set(bound) == {"model", "modelVersion"}
     for name, widget_class in bound.items():
         allowed = CONNECTOR_CLASSES[fields[name]]
         assert widget_class in allowed, f"{name}: {widget_class} cannot bind a {fields[name]}"

@@ -15,10 +15,16 @@ from pathlib import Path
 
 __all__ = [
     "ModelStatus",
+    "TrainingSet",
+    "default_training_set",
+    "is_built_in",
     "match_volumes",
     "model_status",
+    "segmentation_task",
     "task_inputs_text",
     "task_names",
+    "task_versions",
+    "training_set",
 ]
 
 
@@ -102,3 +108,67 @@ def model_status(task_name: str, model: str | None = None) -> ModelStatus:
     else:
         text = problem or "no model"
     return ModelStatus(task_name, name, version, path, downloadable, text)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A training set folder as the *Teach* section shows it."""
+
+    folder: Path
+    task: str | None  # dataset.json's "name": the task its model will carry
+    cases: int
+    problem: str = ""  # why it cannot be read, in one line
+
+
+def default_training_set(task_name: str) -> Path:
+    """Where *Add to training set* writes by default: ``user_datasets_dir()/<task>``, or
+    ``<task>-own`` for a built-in task (the engine's rule, ``default_dataset_dir``)."""
+    from segresmamba.datasets.layout import default_dataset_dir
+
+    return default_dataset_dir(task_name)
+
+
+def training_set(folder: str | Path) -> TrainingSet:
+    """What ``folder`` holds: none yet (no ``dataset.json``), its task name and case count, or
+    the dataset reader's one-line problem."""
+    from segresmamba.datasets import load_dataset
+    from segresmamba.errors import SegResMambaError
+
+    folder = Path(folder)
+    if not (folder / "dataset.json").is_file():
+        return TrainingSet(folder, None, 0)
+    try:
+        dataset = load_dataset(folder)
+    except SegResMambaError as error:
+        return TrainingSet(folder, None, 0, " ".join(str(error).split()))
+    return TrainingSet(folder, dataset.name, len(dataset.cases))
+
+
+def is_built_in(task_name: str) -> bool:
+    """Whether ``task_name`` is one of the engine's own tasks (no user versions)."""
+    from segresmamba.tasks import builtin_tasks
+
+    return task_name in {task.name for task in builtin_tasks()}
+
+
+def task_versions(task_name: str | None) -> list:
+    """The imported versions of a user task, oldest first ([] for any other name)."""
+    if not task_name:
+        return []
+    from segresmamba.weights import model_versions
+
+    return model_versions(task_name)
+
+
+def segmentation_task(task_name: str, version: str = ""):
+    """What Apply segments with: the task name (its newest model), or for an older version
+    ``version`` ("K") that version's own task under the name ``NAME@K``, so the engine runs
+    ``-t NAME@K`` and the result gets that version's labels."""
+    if not version:
+        return task_name
+    import dataclasses
+
+    from segresmamba.weights import get_version
+
+    found = get_version(task_name, int(version))
+    return dataclasses.replace(found.task_definition(), name=found.name)

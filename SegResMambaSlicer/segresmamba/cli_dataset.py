@@ -131,8 +131,8 @@ def _new_channels(items: list[str], folder: Path) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or Path(item).exists():
             raise DatasetError(
-                f"dataset {folder} is new: name each image's channel, -i NAME=FILE (e.g. -i "
-                f"CT={Path(item).name}), or give --task"
+                f"dataset {folder} is new: name each image's channel, -i NAME={Path(item).name} "
+                "(NAME such as CT, FLAIR or T1Gd), or give --task"
             )
         if name.strip() in named:
             raise DatasetError(f"channel {name.strip()} is given twice")
