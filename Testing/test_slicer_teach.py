@@ -278,3 +278,28 @@ def test_same_case_is_replaced_only_on_request_and_unknown_segments_are_refused(
     assert not (home / "datasets" / "btcv-own").exists()
     with pytest.raises(DatasetError, match="task btcv takes 1 image"):
         add_scene_case(headless.scene, "btcv", [ct, flair], other)
+
+
+def test_a_volume_under_a_linear_transform_is_written_where_it_is_shown(crop, home):
+    """The volume sits under a rotation and shift; the segments were drawn in world space
+    (the segmentation itself is not transformed): the case is written in world space."""
+    headless = HeadlessSlicer.create()
+    flair = image_to_volume_node(headless.scene, sitk.GetImageFromArray(crop["FLAIR"]), "moved")
+    shift = np.eye(4)
+    shift[:3, :3] = rotation_matrix((0.0, 0.0, 30.0))
+    shift[:3, 3] = (10.0, 20.0, -5.0)
+    transform = headless.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    transform.SetMatrixTransformToParent(vtk_matrix(shift))
+    flair.SetAndObserveTransformNodeID(transform.GetID())
+    masks, expected = tumour_masks(crop["label"])
+    segmentation = headless.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "world")
+    for name, mask in masks.items():
+        segment_id = segmentation.GetSegmentation().AddEmptySegment("", name)
+        image = oriented_image(mask.astype(np.uint8), ijk_to_world(flair))  # world grid
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        logic.SetBinaryLabelmapToSegment(image, segmentation, segment_id)
+    added = add_scene_case(headless.scene, "glioma-flair", [flair], segmentation)
+    label = written(added.dataset_dir, added.case_id)
+    assert np.array_equal(sitk.GetArrayFromImage(label), expected)
+    assert_on_node_grid(label, flair)
+    assert np.allclose(ijk_to_world(flair)[:3, 3], shift[:3, 3])  # the transform counts
