@@ -1,6 +1,7 @@
 """A model of the user's own data, built for real: a task for the two-channel BraTS 2013 nnU-Net
 dataset in ``../shared/data/brats2013-2ch`` (label names read from its ``dataset.json``) and a
-tiny SegResMamba checkpoint whose header carries that task, as training writes it."""
+tiny SegResMamba checkpoint whose header carries that task, as training writes it; and tiny
+dataset folders of its real cases at 6 mm for training tests (partly labelled ones included)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import SimpleITK as sitk
 import torch
 
 from segresmamba.network import SegResMamba
@@ -59,3 +62,70 @@ def own_checkpoint(path: Path, dataset: Path, seed: int = 0, name: str = OWN_TAS
     provenance = {"dataset": task.dataset, "split": {"fold": 0, "seed": 0}, "steps": 0}
     header = make_header(task, {"widths": list(TINY_WIDTHS)}, provenance)
     return save_checkpoint(path, model, header)
+
+
+# Tiny real datasets for training tests: BraTS 2013 cases resampled to 6 mm (about 40 x 40 x 26
+# voxels), so a training step takes seconds on two cores and validation one window per case.
+
+COARSE_MM = 6.0
+BRATS_CASES = ("BRATS13_001", "BRATS13_002", "BRATS13_003")
+
+
+def coarse(image: sitk.Image, label: bool, spacing_mm: float = COARSE_MM) -> sitk.Image:
+    """``image`` resampled to an isotropic ``spacing_mm`` grid (labels by nearest neighbour)."""
+    spacing = (spacing_mm,) * 3
+    size = [int(round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
+    return sitk.Resample(
+        image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
+        image.GetDirection(), 0.0, image.GetPixelID(),
+    )  # fmt: skip
+
+
+def coarse_cases(
+    brats: Path, cases: tuple[str, ...] = BRATS_CASES
+) -> dict[str, tuple[list[sitk.Image], sitk.Image]]:
+    """Real cases of the two-channel BraTS 2013 dataset at 6 mm: (channels, float label)."""
+    out = {}
+    for case in cases:
+        images = [
+            coarse(sitk.ReadImage(str(brats / "imagesTr" / f"{case}_{c:04d}.nii.gz")), False)
+            for c in range(2)
+        ]
+        label = coarse(sitk.ReadImage(str(brats / "labelsTr" / f"{case}.nii.gz")), True)
+        out[case] = (images, label)
+    return out
+
+
+def write_dataset(
+    folder: Path, cases: dict, base: Path, ending: str = ".nii.gz", **changes: Any
+) -> Path:
+    """An nnU-Net v2 folder from (channels, label) images, with ``base``'s dataset.json edited
+    by ``changes`` (e.g. ``labels=...``, ``channel_names=...``)."""
+    meta = json.loads((base / "dataset.json").read_text(encoding="utf-8"))
+    meta.update(file_ending=ending, numTraining=len(cases), **changes)
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    (folder / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
+    for case, (images, label) in cases.items():
+        for channel, image in enumerate(images):
+            sitk.WriteImage(image, str(folder / "imagesTr" / f"{case}_{channel:04d}{ending}"))
+        sitk.WriteImage(label, str(folder / "labelsTr" / f"{case}{ending}"))
+    return folder
+
+
+def with_array(image: sitk.Image, array: np.ndarray) -> sitk.Image:
+    """A copy of ``image``'s grid holding ``array`` ((z, y, x) as SimpleITK gives it)."""
+    out = sitk.GetImageFromArray(array.astype(sitk.GetArrayViewFromImage(image).dtype))
+    out.CopyInformation(image)
+    return out
+
+
+def partly_labelled(label: sitk.Image, keep_slices: range, ignore_value: int) -> sitk.Image:
+    """``label`` with every axial slice outside ``keep_slices`` marked ``ignore_value``, as a
+    user who corrected only those slices leaves it (Slicer's *Only the slices I edited*)."""
+    array = sitk.GetArrayFromImage(label)
+    outside = np.ones(array.shape[0], dtype=bool)
+    outside[list(keep_slices)] = False
+    array[outside] = ignore_value
+    return with_array(label, array)

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers_owndata import COARSE_MM
+from helpers_owndata import coarse_cases as read_coarse_cases
+from helpers_owndata import write_dataset as write_owndata
 
 from segresmamba.datasets import EXIT_DATASET, check_cases, load_dataset
 from segresmamba.inference.preprocess import normalize_intensity
@@ -27,7 +30,7 @@ from training.splits import brats_folds
 from training.transforms import deterministic_transforms
 
 REPO = Path(__file__).resolve().parents[1]
-COARSE_MM = 6.0
+BRATS = REPO.parent / "shared/data/brats2013-2ch"
 
 
 @pytest.fixture(scope="module")
@@ -37,42 +40,15 @@ def brats(shared_data: Path) -> Path:
     return folder
 
 
-def _coarse(image: sitk.Image, label: bool) -> sitk.Image:
-    spacing = (COARSE_MM,) * 3
-    size = [int(round(n * s / COARSE_MM)) for n, s in zip(image.GetSize(), image.GetSpacing())]
-    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
-    return sitk.Resample(
-        image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
-        image.GetDirection(), 0.0, image.GetPixelID(),
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def coarse_cases(brats: Path) -> dict[str, tuple[list[sitk.Image], sitk.Image]]:
     """Three real cases at 6 mm (channels, float label), read once."""
-    out = {}
-    for case in ("BRATS13_001", "BRATS13_002", "BRATS13_003"):
-        images = [
-            _coarse(sitk.ReadImage(str(brats / "imagesTr" / f"{case}_{c:04d}.nii.gz")), False)
-            for c in range(2)
-        ]
-        label = _coarse(sitk.ReadImage(str(brats / "labelsTr" / f"{case}.nii.gz")), True)
-        out[case] = (images, label)
-    return out
+    return read_coarse_cases(brats)
 
 
 def write_dataset(folder: Path, cases: dict, ending: str = ".nii.gz", **changes) -> Path:
     """An nnU-Net v2 folder from (channels, label) images; ``changes`` edit dataset.json."""
-    meta = json.loads((REPO.parent / "shared/data/brats2013-2ch/dataset.json").read_text())
-    meta.update(file_ending=ending, numTraining=len(cases), **changes)
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
-    (folder / "dataset.json").write_text(json.dumps(meta))
-    for case, (images, label) in cases.items():
-        for channel, image in enumerate(images):
-            sitk.WriteImage(image, str(folder / "imagesTr" / f"{case}_{channel:04d}{ending}"))
-        sitk.WriteImage(label, str(folder / "labelsTr" / f"{case}{ending}"))
-    return folder
+    return write_owndata(folder, cases, BRATS, ending, **changes)
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -4,6 +4,8 @@ Spacings and sizes are given along the RAS axes the network works in (the engine
 scan to RAS before resampling), so an anisotropic axis is found whatever the file's axis order.
 Intensities are sampled inside the foreground (label > 0) of each case, as nnU-Net does for CT
 clipping; CT or MR is read from the channel name, or else from the intensities (air near -1000).
+Voxels labelled ``ignore`` (nobody labelled them) count in no class share and are no foreground;
+their share is reported on its own.
 """
 
 from __future__ import annotations
@@ -51,11 +53,12 @@ def fingerprint(dataset: OwnDataset) -> dict[str, Any]:
     """Spacings, sizes, per-channel foreground intensities, modality and class frequencies."""
     rng = np.random.default_rng(FINGERPRINT_SEED)
     allowed = dataset.label_values()
+    ignore = dataset.ignore_value
     spacings, sizes, samples = [], [], [[] for _ in dataset.channel_names]
     image_min = [np.inf] * len(dataset.channel_names)
-    counts: dict[int, int] = {v: 0 for v in sorted(allowed)}
-    present: dict[int, int] = {v: 0 for v in sorted(allowed)}
-    total = 0
+    counts: dict[int, int] = {v: 0 for v in sorted(allowed) if v != ignore}
+    present: dict[int, int] = {v: 0 for v in counts}
+    total = ignored = 0
     for case in dataset.cases:
         label_image = read_label(case.label, case.case_id, allowed)
         axes = ras_axes(label_image)
@@ -67,10 +70,16 @@ def fingerprint(dataset: OwnDataset) -> dict[str, Any]:
         label = sitk.GetArrayViewFromImage(label_image)
         values, numbers = np.unique(label, return_counts=True)
         for value, number in zip(values, numbers):
+            if int(value) == ignore:
+                ignored += int(number)
+                continue
             counts[int(value)] += int(number)
             present[int(value)] += 1
         total += label.size
-        foreground = np.flatnonzero(label.ravel() > 0)
+        structures = label.ravel() > 0
+        if ignore is not None:
+            structures &= label.ravel() != ignore
+        foreground = np.flatnonzero(structures)
         take = rng.choice(foreground, min(SAMPLES_PER_CASE, foreground.size), replace=False)
         for channel, path in enumerate(case.images):
             image = sitk.ReadImage(str(path), sitk.sitkFloat32)  # kept alive: the view uses it
@@ -102,6 +111,7 @@ def fingerprint(dataset: OwnDataset) -> dict[str, Any]:
         "median_spacing_mm": np.median(spacing_array, axis=0).round(5).tolist(),
         "median_size": np.median(np.array(sizes), axis=0).tolist(),
         "channels": channels,
-        "class_voxel_share": {str(v): counts[v] / max(total, 1) for v in counts},
+        "class_voxel_share": {str(v): counts[v] / max(total - ignored, 1) for v in counts},
         "class_cases_present": {str(v): present[v] for v in present},
+        "ignored_voxel_share": ignored / max(total, 1),
     }

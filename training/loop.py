@@ -36,6 +36,7 @@ from .data import (
     write_phantom_datalist,
 )
 from .distributed import Distributed, replica_digests, setup, teardown, wrap
+from .losses import make_loss
 from .recipes import (
     PHANTOM_TRAIN_SEEDS,
     PHANTOM_VALIDATION_SEEDS,
@@ -148,16 +149,6 @@ def _split(args: argparse.Namespace, task: Task, out: Path, place: Distributed):
     return training, validation, summary
 
 
-def _loss(task: Task, name: str) -> torch.nn.Module:
-    from monai.losses import DiceCELoss, DiceLoss
-
-    if task.output == "softmax":
-        kwargs = {"to_onehot_y": True, "softmax": True}
-    else:  # BraTS regions, as MONAI's BraTS tutorial
-        kwargs = {"sigmoid": True, "smooth_nr": 0.0, "smooth_dr": 1e-5, "squared_pred": True}
-    return DiceCELoss(**kwargs) if name == "dicece" else DiceLoss(**kwargs)
-
-
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
 
@@ -205,11 +196,12 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         args.cache_rate if args.cache_rate is not None else (0.0 if task.name == "brats" else 1.0)
     )
     own_data = bool(own)
+    ignore = dataset.ignore_value if own else None  # unlabelled voxels: no loss, no Dice
     train_data = SeededDataset(
         training,
-        deterministic_transforms(task, crop_foreground=recipe.crop_foreground, own_data=own_data),
+        deterministic_transforms(task, recipe.crop_foreground, own_data, ignore),
         random_transforms(
-            task, replace(recipe, samples_per_volume=settings["samples_per_volume"]), patch
+            task, replace(recipe, samples_per_volume=settings["samples_per_volume"]), patch, ignore
         ),
         cache_rate=cache_rate,
     )
@@ -230,7 +222,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     # No foreground crop: validation sees the whole scan, as segment() does for users.
     val_cases = validation_dataset(
         validation,
-        deterministic_transforms(task, crop_foreground=False, own_data=own_data),
+        deterministic_transforms(task, False, own_data, ignore),
         cache_rate,
     )
 
@@ -245,7 +237,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     amp = place.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    loss_fn = _loss(task, settings["loss"])
+    loss_fn = make_loss(task, settings["loss"], ignore)
 
     progress: dict[str, Any] = {
         "step": 0,
@@ -360,7 +352,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", best=f"{max(progress['best_dice'], 0):.4f}")
             if step % val_every == 0 or step == total:
-                dice = validate(model, val_cases, task, patch, place)
+                dice = validate(model, val_cases, task, patch, place, ignore_value=ignore)
                 row.update({"val_mean": dice["mean"], **{f"val_{n}": dice[n] for n in names}})
                 log.scalars(step, {f"val/{k}": v for k, v in dice.items() if not math.isnan(v)})
                 if place.main:

@@ -116,7 +116,7 @@ def _labels(dataset: OwnDataset) -> tuple[list[dict], dict | None]:
         )
         regions[abbreviation] = covered
         paint.append({"region": abbreviation, "value": int(paint_value)})
-    values = sorted(dataset.label_values() - {0})
+    values = sorted(dataset.label_values() - {0, dataset.ignore_value})
     labelmap = {
         "labels": [
             {

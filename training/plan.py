@@ -190,6 +190,8 @@ def make_plan(
             "folder": str(dataset.folder),
             "channels": list(dataset.channel_names),
             "cases": [case.case_id for case in dataset.cases],
+            # nnU-Net's 'ignore' label: no class of the task, left out of loss and Dice
+            "ignore_value": dataset.ignore_value,
         },
         "fingerprint": fp,
         "spacing_rule": why,

@@ -39,9 +39,10 @@ from segresmamba.tasks import Task
 
 from .recipes import Recipe
 
-__all__ = ["KEYS", "deterministic_transforms", "random_transforms"]
+__all__ = ["KEYS", "LabelledIndicesd", "LoadCased", "deterministic_transforms", "random_transforms"]
 
 KEYS = ("image", "label")
+FG_INDICES, BG_INDICES = "label_fg_indices", "label_bg_indices"
 
 
 def _intensity(task: Task) -> object:
@@ -53,11 +54,17 @@ def _intensity(task: Task) -> object:
 class LoadCased(MapTransform):
     """Load an own-data case with SimpleITK as ``segment()`` does (NIfTI, NRRD, MHA): channels
     stacked on the first channel's grid (engine's ``on_reference_grid`` + ``to_metatensor``),
-    the label as integral float values on the same grid; regions for sigmoid tasks."""
+    the label as integral float values on the same grid; regions for sigmoid tasks.
 
-    def __init__(self, task: Task) -> None:
+    The dataset's ignore value (unlabelled voxels) is kept as it is in a softmax label and
+    written into every region channel of a sigmoid label, so one rule finds it in both
+    (``training.losses.labelled_mask``); every later step resamples labels by nearest neighbour.
+    """
+
+    def __init__(self, task: Task, ignore_value: int | None = None) -> None:
         super().__init__(keys=("image", "label"))
         self.task = task
+        self.ignore_value = ignore_value
 
     def __call__(self, data: dict) -> dict:
         out = dict(data)
@@ -72,9 +79,39 @@ class LoadCased(MapTransform):
         label_tensor = to_metatensor([label])
         values = np.round(label_tensor.numpy())
         if self.task.output == "sigmoid":
-            values = self.task.labelmap.to_regions(values[0]).astype(np.float32)
+            values = self._regions(values[0])
         label_tensor.set_array(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)))
         out["label"] = label_tensor
+        return out
+
+    def _regions(self, labelmap: np.ndarray) -> np.ndarray:
+        if self.ignore_value is None:
+            return self.task.labelmap.to_regions(labelmap).astype(np.float32)
+        ignored = labelmap == self.ignore_value
+        regions = self.task.labelmap.to_regions(np.where(ignored, 0, labelmap))
+        regions = regions.astype(np.float32)
+        regions[:, ignored] = self.ignore_value
+        return regions
+
+
+class LabelledIndicesd(MapTransform):
+    """Where ``RandCropByPosNegLabeld`` may centre its patches when some voxels are ignored:
+    positive centres on labelled structures only, negative ones on labelled background inside
+    the image (MONAI's own rule, ``image > 0``), never on an ignored voxel."""
+
+    def __init__(self, ignore_value: int) -> None:
+        super().__init__(keys=("label",))
+        self.ignore_value = ignore_value
+
+    def __call__(self, data: dict) -> dict:
+        out = dict(data)
+        label = torch.as_tensor(data["label"])
+        image = torch.as_tensor(data["image"])
+        ignored = label[0] == self.ignore_value
+        structure = (label > 0).any(0)
+        inside = (image > 0).any(0)
+        out[FG_INDICES] = torch.nonzero((structure & ~ignored).flatten())[:, 0]
+        out[BG_INDICES] = torch.nonzero((~structure & inside).flatten())[:, 0]
         return out
 
 
@@ -94,16 +131,20 @@ def _brats_regions(task: Task) -> list:
 
 
 def deterministic_transforms(
-    task: Task, crop_foreground: bool = True, own_data: bool = False
+    task: Task,
+    crop_foreground: bool = True,
+    own_data: bool = False,
+    ignore_value: int | None = None,
 ) -> list:
     """Load -> channel first -> (BraTS regions) -> RAS -> task spacing -> intensity -> crop.
 
     Images are resampled linearly with border padding as in inference; labels by nearest
     neighbour with zero padding so no structure is smeared into the padding. ``own_data``:
-    cases of a user's dataset (segresmamba.datasets), loaded with SimpleITK as ``segment()`` does.
+    cases of a user's dataset (segresmamba.datasets), loaded with SimpleITK as ``segment()`` does;
+    ``ignore_value``: its label for unlabelled voxels, if it has one.
     """
     if own_data:
-        load = [LoadCased(task)]
+        load = [LoadCased(task, ignore_value)]
     else:
         load = [
             LoadImaged(keys=KEYS, reader="NibabelReader", image_only=True),
@@ -129,11 +170,23 @@ def deterministic_transforms(
     return steps
 
 
-def random_transforms(task: Task, recipe: Recipe, patch_size: tuple[int, int, int]) -> Compose:
-    """Patch sampling and augmentation; seeded per sample by the data loader (exact resume)."""
+def random_transforms(
+    task: Task,
+    recipe: Recipe,
+    patch_size: tuple[int, int, int],
+    ignore_value: int | None = None,
+) -> Compose:
+    """Patch sampling and augmentation; seeded per sample by the data loader (exact resume).
+
+    With an ``ignore_value``, patch centres are drawn from labelled voxels only
+    (:class:`LabelledIndicesd`)."""
     patch = tuple(int(p) for p in patch_size)
     steps: list = [SpatialPadd(keys=KEYS, spatial_size=patch, mode="constant")]
     if recipe.crop == "pos_neg":
+        indices = {}
+        if ignore_value is not None:
+            steps.append(LabelledIndicesd(ignore_value))
+            indices = {"fg_indices_key": FG_INDICES, "bg_indices_key": BG_INDICES}
         steps.append(
             RandCropByPosNegLabeld(
                 keys=KEYS,
@@ -144,6 +197,7 @@ def random_transforms(task: Task, recipe: Recipe, patch_size: tuple[int, int, in
                 num_samples=recipe.samples_per_volume,
                 image_key="image",
                 image_threshold=0,
+                **indices,
             )
         )
     elif recipe.crop == "random":

@@ -20,6 +20,7 @@ from segresmamba.inference import predict
 from segresmamba.tasks import Task
 
 from .distributed import Distributed, gather
+from .losses import labelled_mask
 
 __all__ = ["case_dice", "class_names", "validate"]
 
@@ -29,13 +30,19 @@ def class_names(task: Task) -> list[str]:
     return [label.abbreviation or label.name for label in task.foreground_labels]
 
 
-def case_dice(probabilities: torch.Tensor, label: torch.Tensor, task: Task) -> list[float]:
+def case_dice(
+    probabilities: torch.Tensor, label: torch.Tensor, task: Task, ignore_value: int | None = None
+) -> list[float]:
     """Dice of each structure for one case; NaN where the structure is absent from the truth.
 
     probabilities: (K, i, j, k) softmax or sigmoid output; label: (1, i, j, k) label values
-    (softmax) or (K, i, j, k) region masks (sigmoid).
+    (softmax) or (K, i, j, k) region masks (sigmoid). Voxels labelled ``ignore_value`` are left
+    out of both the prediction and the truth: nobody said what they are.
     """
     label = torch.as_tensor(label)
+    labelled = labelled_mask(label[None], ignore_value)
+    if labelled is not None:
+        label = torch.where(labelled[0], label, 0)
     if task.output == "softmax":
         classes = task.out_channels
         prediction = probabilities.argmax(0, keepdim=True)
@@ -47,6 +54,8 @@ def case_dice(probabilities: torch.Tensor, label: torch.Tensor, task: Task) -> l
         y_pred = (probabilities > 0.5)[None].float()
         y = (label > 0)[None].float()
         metric = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
+    if labelled is not None:
+        y_pred, y = y_pred * labelled, y * labelled
     return [float(v) for v in metric(y_pred.float(), y.float())[0]]
 
 
@@ -58,11 +67,13 @@ def validate(
     place: Distributed,
     overlap: float = 0.25,
     sw_batch_size: int = 1,
+    ignore_value: int | None = None,
 ) -> dict[str, float]:
     """Mean Dice per structure over the cases (NaN-aware) and their mean, ``"mean"``.
 
     Every rank runs its share of ``cases`` (a preprocessed dataset) and all ranks return the
-    same numbers. The model is put back in training mode afterwards.
+    same numbers; voxels labelled ``ignore_value`` count for nothing. The model is put back in
+    training mode afterwards.
     """
     model = getattr(model, "module", model)
     mine = []
@@ -77,7 +88,7 @@ def validate(
             overlap=overlap,
             sw_batch_size=sw_batch_size,
         )
-        mine.append(case_dice(probabilities, item["label"], task))
+        mine.append(case_dice(probabilities, item["label"], task, ignore_value))
     model.train()
     scores = np.array([s for part in gather(mine, place) for s in part], dtype=float)
     names = class_names(task)
