@@ -290,7 +290,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     segmentation_task(p.task, p.modelVersion),  # NAME@K: an older version
                     [getattr(p, f"inputVolume{i}") for i in range(task.in_channels)],
                     p.outputSegmentation,
-                    model=p.model or None,
+                    model=None if p.modelVersion else (p.model or None),
                     device=device,
                     fast=p.fast,
                     brats_labelmap=p.bratsLabelmap,

@@ -24,6 +24,7 @@ __all__ = [
     "task_inputs_text",
     "task_names",
     "task_versions",
+    "teach_task",
     "training_set",
 ]
 
@@ -144,6 +145,22 @@ def training_set(folder: str | Path) -> TrainingSet:
     return TrainingSet(folder, dataset.name, len(dataset.cases))
 
 
+def teach_task(task, folder: str | Path):
+    """What *Add to training set* writes ``task``'s case for (``task`` is the selected Task):
+    the task itself in its default folder; the set's own task in a folder holding another
+    task's set; and, in a new folder the user chose, a new task named after that folder, whose
+    labels come from the segments."""
+    from segresmamba.datasets.layout import own_task_name
+
+    folder = Path(folder)
+    found = training_set(folder)
+    if found.task and found.task != own_task_name(task.name):
+        return found.task
+    if not found.task and not found.problem and folder != default_training_set(task.name):
+        return folder.name
+    return task
+
+
 def is_built_in(task_name: str) -> bool:
     """Whether ``task_name`` is one of the engine's own tasks (no user versions)."""
     from segresmamba.tasks import builtin_tasks
@@ -153,7 +170,7 @@ def is_built_in(task_name: str) -> bool:
 
 def task_versions(task_name: str | None) -> list:
     """The imported versions of a user task, oldest first ([] for any other name)."""
-    if not task_name:
+    if not task_name or is_built_in(task_name):
         return []
     from segresmamba.weights import model_versions
 

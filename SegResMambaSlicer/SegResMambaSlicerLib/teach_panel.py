@@ -142,13 +142,15 @@ class TeachSection:
 
         from segresmamba.datasets import CaseExistsError
 
+        from .tasks import teach_task
         from .teach import add_scene_case, default_case_id
 
         w = self.widget
         p = w._parameterNode
         task = w.logic.task(p.task)
         inputs = self._inputs(task)
-        arguments = (slicer.mrmlScene, task, inputs, self.segmentation())
+        target = teach_task(task, self.folder())  # a new folder: a new task of that name
+        arguments = (slicer.mrmlScene, target, inputs, self.segmentation())
         options = {"dataset_dir": self.folder(), "partial": p.partialLabels}
         try:
             try:
