@@ -8,6 +8,7 @@ data then depend only on the seed and the position, whatever the number of worke
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from collections.abc import Iterator, Sequence
@@ -25,12 +26,16 @@ from segresmamba.io import write_image, write_labelmap
 from segresmamba.phantom import make_phantom
 from segresmamba.tasks import Task
 
+from .distributed import Distributed
+from .recipes import PHANTOM_TRAIN_SEEDS, PHANTOM_VALIDATION_SEEDS, phantom_seeds
+
 __all__ = [
     "SeededDataset",
     "SeededSampler",
     "item_seed",
     "load_datalist",
     "make_loader",
+    "registry_split",
     "write_phantom_datalist",
 ]
 
@@ -208,3 +213,51 @@ def validation_dataset(
         cache_rate=cache_rate,
         progress=False,
     )
+
+
+def registry_split(args: argparse.Namespace, task: Task, out: Path, place: Distributed):
+    """(training entries, validation entries, datalist summary) of a registry task's run: the
+    phantom's generated cases, or the datalist's split (``--fold`` K of a BraTS datalist)."""
+    if task.name == "phantom":
+        folder = out / "phantom-data"
+        train_seeds = phantom_seeds(PHANTOM_TRAIN_SEEDS, args.phantom_train)
+        val_seeds = phantom_seeds(PHANTOM_VALIDATION_SEEDS, args.phantom_val)
+        if place.main:
+            write_phantom_datalist(folder, task, train_seeds, val_seeds, args.phantom_size)
+        place.barrier()
+        path = folder / "datalist.json"
+    else:
+        path = Path(args.data)
+    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if args.fold is not None:
+        cases = info.get("cases")
+        if not cases or "fold" not in cases[0]:
+            raise SegResMambaError(
+                f"{path} has no folds; make it with training.prepare --task brats"
+            )
+        folds = sorted({c["fold"] for c in cases})
+        if args.fold not in folds:
+            raise SegResMambaError(f"fold {args.fold} is not in {path} (folds {folds})")
+        base = path.parent
+        fix = [
+            {
+                **c,
+                "image": [str(base / i) if not Path(i).is_absolute() else i for i in c["image"]],
+                "label": c["label"] if Path(c["label"]).is_absolute() else str(base / c["label"]),
+            }
+            for c in cases
+        ]
+        training = [c for c in fix if c["fold"] != args.fold]
+        validation = [c for c in fix if c["fold"] == args.fold]
+        split = f"{info.get('split', '5 folds')}; validation fold {args.fold}"
+    else:
+        training, validation = load_datalist(path, "training"), load_datalist(path, "validation")
+        split = info.get("split", f"{path.name}: training / validation")
+    summary = {
+        "datalist": str(path),
+        "split": split,
+        "training_cases": len(training),
+        "validation_cases": len(validation),
+        "dataset": info.get("dataset") or task.dataset,
+    }
+    return training, validation, summary

@@ -8,7 +8,6 @@ fall on step numbers. The cosine schedule anneals over the whole run.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -20,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from segresmamba.errors import SegResMambaError
 from segresmamba.network import SegResMamba
@@ -30,21 +28,18 @@ from segresmamba.weights import make_header, save_checkpoint
 from .data import (
     SeededDataset,
     SeededSampler,
-    load_datalist,
     make_loader,
+    registry_split,
     validation_dataset,
-    write_phantom_datalist,
 )
 from .distributed import Distributed, replica_digests, setup, teardown, wrap
 from .losses import make_loss
+from .progress import StepReport
 from .recipes import (
-    PHANTOM_TRAIN_SEEDS,
-    PHANTOM_VALIDATION_SEEDS,
     Recipe,
     get_recipe,
-    phantom_seeds,
 )
-from .runlog import RunLog, command_line, git_commit, utc_now
+from .runlog import RunLog, command_line, git_commit, utc_now, write_run_info
 from .state import load_state, read_progress, save_state
 from .transforms import deterministic_transforms, random_transforms
 from .validation import class_names, validate
@@ -67,6 +62,8 @@ SAME_ON_RESUME = (
     "model",
     "total_steps",
     "world_size",
+    "ignore_value",
+    "init_from",
 )
 
 
@@ -80,9 +77,10 @@ def train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _settings(
-    args: argparse.Namespace, task: Task, recipe: Recipe, place: Distributed
+    args: argparse.Namespace, task: Task, recipe: Recipe, place: Distributed, own: Any = None
 ) -> dict[str, Any]:
     data = getattr(args, "dataset", None) or args.data
+    parent = own.parent if own is not None else None
     return {
         "task": task.name,
         # None for the registry tasks, so their older resume states still match
@@ -90,7 +88,7 @@ def _settings(
         "data": str(Path(data).resolve()) if data else None,
         "fold": args.fold,
         "seed": args.seed,
-        "lr": args.lr or recipe.learning_rate,
+        "lr": args.lr if args.lr is not None else recipe.learning_rate,
         "weight_decay": recipe.weight_decay,
         "loss": args.loss or recipe.loss,
         "batch_size": args.batch_size or recipe.batch_size,
@@ -99,73 +97,31 @@ def _settings(
         "network": {**task.network, **(args.network or {})},
         "world_size": place.world_size,
         "recipe": recipe.as_dict(),
+        "ignore_value": own.dataset.ignore_value if own is not None else None,
+        "init_from": parent.record() if parent is not None else None,
     }
-
-
-def _split(args: argparse.Namespace, task: Task, out: Path, place: Distributed):
-    """(training entries, validation entries, datalist summary) for this run."""
-    if task.name == "phantom":
-        folder = out / "phantom-data"
-        train_seeds = phantom_seeds(PHANTOM_TRAIN_SEEDS, args.phantom_train)
-        val_seeds = phantom_seeds(PHANTOM_VALIDATION_SEEDS, args.phantom_val)
-        if place.main:
-            write_phantom_datalist(folder, task, train_seeds, val_seeds, args.phantom_size)
-        place.barrier()
-        path = folder / "datalist.json"
-    else:
-        path = Path(args.data)
-    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if args.fold is not None:
-        cases = info.get("cases")
-        if not cases or "fold" not in cases[0]:
-            raise SegResMambaError(
-                f"{path} has no folds; make it with training.prepare --task brats"
-            )
-        folds = sorted({c["fold"] for c in cases})
-        if args.fold not in folds:
-            raise SegResMambaError(f"fold {args.fold} is not in {path} (folds {folds})")
-        base = path.parent
-        fix = [
-            {
-                **c,
-                "image": [str(base / i) if not Path(i).is_absolute() else i for i in c["image"]],
-                "label": c["label"] if Path(c["label"]).is_absolute() else str(base / c["label"]),
-            }
-            for c in cases
-        ]
-        training = [c for c in fix if c["fold"] != args.fold]
-        validation = [c for c in fix if c["fold"] == args.fold]
-        split = f"{info.get('split', '5 folds')}; validation fold {args.fold}"
-    else:
-        training, validation = load_datalist(path, "training"), load_datalist(path, "validation")
-        split = info.get("split", f"{path.name}: training / validation")
-    summary = {
-        "datalist": str(path),
-        "split": split,
-        "training_cases": len(training),
-        "validation_cases": len(validation),
-        "dataset": info.get("dataset") or task.dataset,
-    }
-    return training, validation, summary
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
 
 
-def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) -> int:
-    out = Path(args.out)
-    own = getattr(args, "dataset", None)
-    if own:  # a user's dataset: checked and planned (or its --plan read) before anything else
-        from .own_data import build_model, own_setup, own_split, save_peer
+def _prepare(args: argparse.Namespace, place: Distributed) -> tuple[Task, Recipe, Any]:
+    """(task, recipe, OwnRun or None); a user's dataset is checked and planned (or its --plan
+    or --init-from model read) here, before anything is written."""
+    if getattr(args, "dataset", None):
+        from .own_data import own_setup
 
-        task, recipe, plan, dataset = own_setup(args, place.device, place.main)
+        run = own_setup(args, place.device)
         if args.fold is None:
             args.fold = 0
-    else:
-        task = get_task(args.task)
-        recipe = get_recipe(task.name)
-    settings = _settings(args, task, recipe, place)
+        return run.task, run.recipe, run
+    task = get_task(args.task)
+    return task, get_recipe(task.name), None
+
+
+def _start(args: argparse.Namespace, out: Path, own: Any, place: Distributed) -> None:
+    """Refuse a wrong --resume, make the run folder (with the plan used), seed everything."""
     resume_path = out / RESUME
     if args.resume and not resume_path.is_file():
         raise SegResMambaError(f"nothing to resume: {resume_path} does not exist")
@@ -173,6 +129,13 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         raise SegResMambaError(f"{out} already holds a run; add --resume or choose another --out")
     if place.main:
         out.mkdir(parents=True, exist_ok=True)
+        if own is not None:
+            from .own_data import PLAN_NAME
+            from .plan import write_plan
+
+            write_plan(own.plan, out / PLAN_NAME)
+            for note in own.notes:  # what --init-from decided, one line each
+                print(note, flush=True)
     place.barrier()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,10 +147,53 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     np.random.seed(args.seed)
     random.seed(args.seed)
 
-    if own:
-        training, validation, summary = own_split(plan, dataset, args.fold)
+
+def _save_best(
+    path: Path,
+    model: torch.nn.Module,
+    task: Task,
+    settings: dict[str, Any],
+    provenance: dict[str, Any],
+    own: Any,
+    summary: dict[str, Any],
+) -> None:
+    """best.safetensors: SegResMamba in the engine's format, its header carrying the plan
+    used (so ``--init-from`` can fine-tune it); SegResNet in the peer format."""
+    if own is not None:
+        from .finetune import trained_cases
+
+        provenance["split_cases"] = {
+            "training": summary["training_case_ids"],
+            "validation": summary["validation_case_ids"],
+        }
+        cases = trained_cases(own.parent, summary["dataset"], summary["training_case_ids"])
+        provenance.update(cases=len(cases), trained_cases=cases)
+        if own.parent is not None:
+            provenance["init_from"] = own.parent.record()
+        if settings["model"] == "segresnet":
+            from .own_data import save_peer
+
+            save_peer(path, model, task, provenance, own.plan)
+            return
+    header = make_header(task, settings["network"], provenance)
+    if own is not None:
+        header["plan"] = own.plan
+    save_checkpoint(path, model, header, overwrite=True)
+
+
+def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) -> int:
+    out = Path(args.out)
+    task, recipe, own = _prepare(args, place)
+    settings = _settings(args, task, recipe, place, own)
+    resume_path = out / RESUME
+    _start(args, out, own, place)
+
+    if own is not None:
+        from .own_data import own_split
+
+        training, validation, summary = own_split(own.plan, own.dataset, args.fold)
     else:
-        training, validation, summary = _split(args, task, out, place)
+        training, validation, summary = registry_split(args, task, out, place)
     patch = tuple(settings["patch_size"])
     workers = (
         args.workers if args.workers is not None else (4 if place.device.type == "cuda" else 0)
@@ -195,8 +201,8 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     cache_rate = (
         args.cache_rate if args.cache_rate is not None else (0.0 if task.name == "brats" else 1.0)
     )
-    own_data = bool(own)
-    ignore = dataset.ignore_value if own else None  # unlabelled voxels: no loss, no Dice
+    own_data = own is not None
+    ignore = settings["ignore_value"]  # unlabelled voxels: no loss, no Dice
     train_data = SeededDataset(
         training,
         deterministic_transforms(task, recipe.crop_foreground, own_data, ignore),
@@ -226,8 +232,10 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         cache_rate,
     )
 
-    if own:
-        model = build_model(settings["model"], task, settings["network"]).to(place.device)
+    if own is not None:
+        from .own_data import own_model
+
+        model = own_model(own, settings["model"], settings["network"]).to(place.device)
     else:
         model = SegResMamba(**{**task.network_kwargs(), **settings["network"]}).to(place.device)
     ddp_model = wrap(model, place)
@@ -270,8 +278,9 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             **summary,
             "steps_per_epoch": steps_per_epoch,
             "settings": settings,
+            "notes": own.notes if own is not None else [],
         }
-        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        write_run_info(out, run_info)
         print(
             f"training {task.name}: {summary['training_cases']} training / "
             f"{summary['validation_cases']} validation cases, {total} steps "
@@ -279,6 +288,8 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             f"x{place.world_size}",
             flush=True,
         )
+        if summary.get("validation_on") == "training cases":
+            print("--fold all: every case trains; validation runs on the training cases")
 
     def save_best(dice: dict[str, float]) -> None:
         provenance = {
@@ -296,26 +307,16 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             "recipe": recipe.source,
             "settings": {k: v for k, v in settings.items() if k != "recipe"},
         }
-        if own:
-            provenance["split_cases"] = {
-                "training": summary["training_case_ids"],
-                "validation": summary["validation_case_ids"],
-            }
-            if settings["model"] == "segresnet":
-                save_peer(out / BEST, model, task, provenance)
-                return
-        header = make_header(task, settings["network"], provenance)
-        save_checkpoint(out / BEST, model, header, overwrite=True)
+        _save_best(out / BEST, model, task, settings, provenance, own, summary)
 
     start_step, started = progress["step"], time.perf_counter() - progress["seconds"]
-    bar = tqdm(
+    report = StepReport(
+        json_lines=bool(getattr(args, "progress_json", False)),
+        enabled=place.main,
         total=total,
         initial=start_step,
-        disable=not place.main,
-        desc=f"train {task.name}",
-        unit="step",
-        mininterval=5,
-        dynamic_ncols=True,
+        title=f"train {task.name}",
+        dice_on=summary.get("validation_on", "validation"),
     )
     model.train()
     stop = False
@@ -349,22 +350,16 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
                 "seconds": round(progress["seconds"], 2),
             }
             log.scalars(step, {"train/loss": row["loss"], "train/lr": lr})
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", best=f"{max(progress['best_dice'], 0):.4f}")
             if step % val_every == 0 or step == total:
                 dice = validate(model, val_cases, task, patch, place, ignore_value=ignore)
                 row.update({"val_mean": dice["mean"], **{f"val_{n}": dice[n] for n in names}})
                 log.scalars(step, {f"val/{k}": v for k, v in dice.items() if not math.isnan(v)})
-                if place.main:
-                    bar.write(
-                        f"step {step}: validation mean Dice {dice['mean']:.4f} ("
-                        + ", ".join(f"{n} {dice[n]:.3f}" for n in names)
-                        + ")"
-                    )
+                report.validated(step, dice, names)
                 if dice["mean"] > progress["best_dice"]:
                     progress.update(best_dice=dice["mean"], best_step=step)
                     if place.main:
                         save_best(dice)
+            report.step(step, row["loss"], time.perf_counter() - started, progress["best_dice"])
             log.row(row)
             stop = bool(args.stop_after and step - start_step >= args.stop_after)
             if step % save_every == 0 or step == total or stop:
@@ -376,7 +371,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         else:
             progress["epoch"] += 1
             progress["position"] = 0
-    bar.close()
+    report.close()
     log.close()
     digests = replica_digests(model, place)
     if place.main:
@@ -386,7 +381,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             "pid": os.getpid(),
             "replica_weight_digests": digests,
         }
-        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        write_run_info(out, run_info)
         if len(set(digests)) != 1:
             raise SegResMambaError(f"the {len(digests)} replicas' weights differ after training")
         if stop and progress["step"] < total:

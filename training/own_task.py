@@ -14,7 +14,7 @@ from typing import Any
 
 from segresmamba.datasets import OwnDataset
 
-__all__ = ["PALETTE", "task_dict", "task_name"]
+__all__ = ["PALETTE", "dataset_labels", "input_name", "task_dict", "task_name"]
 
 PALETTE = (
     (0.863, 0.235, 0.196),
@@ -53,7 +53,8 @@ def task_name(dataset: OwnDataset) -> str:
     return name if name[0].isalpha() else f"d{name}"
 
 
-def _input_name(name: str, index: int) -> str:
+def input_name(name: str, index: int) -> str:
+    """The task's input name for channel ``index`` called ``name`` (letters, digits, _)."""
     clean = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")
     return clean if clean[:1].isalpha() else f"channel{index}_{clean}".rstrip("_")
 
@@ -82,7 +83,8 @@ def _terminology(dataset: OwnDataset, name: str) -> dict[str, Any]:
     return given if isinstance(given, dict) else GENERIC_TERMINOLOGY
 
 
-def _labels(dataset: OwnDataset) -> tuple[list[dict], dict | None]:
+def dataset_labels(dataset: OwnDataset) -> tuple[list[dict], dict | None]:
+    """(the task's labels, its labelmap for region-based datasets, else None)."""
     foreground = [(n, v) for n, v in dataset.labels.items() if n != "background"]
     if not dataset.region_based:
         labels = [
@@ -146,7 +148,7 @@ def task_dict(
     name: str | None = None,
 ) -> dict[str, Any]:
     """The task of a dataset and its plan, in ``tasks.json`` shape (check with task_from_dict)."""
-    labels, labelmap = _labels(dataset)
+    labels, labelmap = dataset_labels(dataset)
     item: dict[str, Any] = {
         "name": name or task_name(dataset),
         "title": dataset.name[:60],
@@ -155,7 +157,7 @@ def task_dict(
         "modality": modality,
         "inputs": [
             {
-                "name": _input_name(channel, index),
+                "name": input_name(channel, index),
                 "description": f"channel {index} ({channel}) of {dataset.name}",
                 "name_patterns": [
                     rf"_{index:04d}$",

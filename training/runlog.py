@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import shlex
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog", "command_line", "git_commit", "utc_now"]
+__all__ = ["RunLog", "command_line", "git_commit", "utc_now", "write_run_info"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,6 +53,17 @@ def command_line(module: str, argv: Sequence[str]) -> str:
     return " ".join([prefix, shlex.join(list(argv))]).strip()
 
 
+def write_run_info(out_dir: Path, info: dict[str, Any]) -> Path:
+    """``run.json`` (the settings and how the run ended), written beside its final name and
+    renamed into place: a run cancelled while writing keeps the previous, complete file."""
+    from segresmamba.io.atomic import land, temporary_beside
+
+    path = out_dir / "run.json"
+    with temporary_beside(path) as temporary:
+        temporary.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        return land(temporary, path)
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
@@ -80,6 +92,7 @@ class RunLog:
         try:  # the "train" extra; Slicer's Train button runs without it (log.csv only)
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
+            print_rank0(True, "tensorboard is not installed: no TensorBoard events, log.csv only")
             return
         self._writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=resume_step)
 

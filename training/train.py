@@ -9,16 +9,20 @@ Examples::
     python -m training.train --task btcv --data btcv.json --out runs/btcv --resume
     python -m training.train --dataset Dataset001_Mine --out runs/mine      # plans first
     python -m training.train --dataset Dataset001_Mine --plan plan.json --fold 1 --out runs/f1
+    python -m training.train --dataset Dataset001_Mine --init-from mine@2 --fold all --out runs/m3
 
 Writes into ``--out``: ``best.safetensors`` (engine checkpoint format, best validation Dice,
 with provenance), ``resume.safetensors`` (full state, no pickle), ``log.csv``, ``tensorboard/``
 and ``run.json`` (the settings). Exit status 0 when done or stopped on purpose, 1 on a data or
-checkpoint problem (one line, no traceback), 2 on bad arguments or a refused ``--dataset``
-(one line naming the case and the problem, before any training starts).
+checkpoint problem (one line, no traceback), 2 on bad arguments, a refused ``--dataset`` (one
+line naming the case and the problem) or a refused ``--init-from`` (a model that cannot be found
+or read, or whose channels are not the dataset's), always before any training starts.
 
 With ``--dataset`` (an nnU-Net v2 folder) the run folder also gets ``plan.json``, the plan used
 (``training.plan`` runs first when no ``--plan`` is given), and ``best.safetensors`` carries the
-whole task in its header, ready for ``segresmamba models import``.
+whole task and that plan in its header, ready for ``segresmamba models import`` and for
+``--init-from``, which fine-tunes it (``training.finetune``). ``--progress-json`` prints one JSON
+line per step for the Slicer module (``training.progress``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,15 @@ def _size(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"bad size {text!r}: use N or XxYxZ")
     return tuple(parts)  # type: ignore[return-value]
+
+
+def _fold(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fold number or 'all', got {text!r}") from None
 
 
 def _json_object(text: str) -> dict:
@@ -79,12 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="segresmamba",
         help="network: SegResMamba, or MONAI SegResNet as a benchmark peer (same plan)",
     )
+    own.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="fine-tune: start from this checkpoint file, or imported task NAME or NAME@K, with "
+        "its own task and plan (length and learning rate: the plan's 'finetune' section)",
+    )
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=_positive, help="training steps (overrides recipe)")
     length.add_argument("--epochs", type=_positive, help="epochs (overrides recipe)")
     p.add_argument(
-        "--fold", type=int, help="validation fold 0-4 (BraTS datalist with folds, or --dataset)"
+        "--fold",
+        type=_fold,
+        help="validation fold 0-4 (BraTS datalist with folds, or --dataset); with --dataset "
+        "'all': every case trains and validation runs on the training cases",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/resume.safetensors")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -109,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--deterministic", action="store_true", help="deterministic algorithms only (slower on GPU)"
     )
     p.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    p.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="one JSON progress line per step on stdout (for the Slicer module), no bar",
+    )
     phantom = p.add_argument_group("phantom task")
     phantom.add_argument("--phantom-train", type=_positive, help="training phantoms (default 24)")
     phantom.add_argument("--phantom-val", type=_positive, help="validation phantoms (default 4)")
@@ -130,18 +157,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dataset:
         if args.data:
             parser.error("--data is for --task; --dataset reads the folder itself")
+        if args.init_from and args.plan:
+            parser.error("--plan is refused with --init-from: the plan comes from the model")
+        if args.init_from and args.network:
+            parser.error("--network is refused with --init-from: the network is the model's")
     else:
-        if args.plan or args.model != "segresmamba":
-            parser.error("--plan and --model are for --dataset")
+        if args.plan or args.model != "segresmamba" or args.init_from:
+            parser.error("--plan, --model and --init-from are for --dataset")
         if args.task != "phantom" and not args.data:
             parser.error(f"--data LIST.json is needed for --task {args.task}")
         if args.fold is not None and args.task != "brats":
             parser.error("--fold is for --task brats or --dataset")
+        if args.fold == "all":
+            parser.error("--fold all is for --dataset")
+    from .finetune import InitFromError
     from .loop import train
 
     try:
         return train(args, argv)
-    except DatasetError as error:
+    except (DatasetError, InitFromError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DATASET
     except SegResMambaError as error:
