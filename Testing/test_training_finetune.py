@@ -247,3 +247,18 @@ def test_plans_without_a_finetune_section_get_the_defaults(data) -> None:
     assert finetune_section({"finetune": {"steps": 20}}, "cpu")["learning_rate"] == 1e-3
     plan = make_plan(load_dataset(data["A"]), spacing_mm=6.0, device="cuda")
     assert plan["finetune"] == FINETUNE_DEFAULTS["cuda"]
+
+
+def test_a_run_log_without_tensorboard_says_so_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Slicer's Python has no TensorBoard: the run keeps its CSV log and says why once."""
+    from training.runlog import RunLog
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    log = RunLog(tmp_path, ["step", "loss"], enabled=True)
+    for step in (1, 2):
+        log.scalars(step, {"train/loss": 0.5})
+        log.row({"step": step, "loss": 0.5})
+    log.close()
+    assert (tmp_path / "log.csv").read_text().splitlines() == ["step,loss", "1,0.5", "2,0.5"]
+    assert capsys.readouterr().err.count("TensorBoard") == 1
+    assert not (tmp_path / "tensorboard").exists()

@@ -235,12 +235,11 @@ def make_plan(
 
 def write_plan(plan: dict[str, Any], out: str | Path) -> Path:
     """Write the plan atomically (never a half-written file)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(out)
-    return out
+    from segresmamba.io.atomic import land, temporary_beside
+
+    with temporary_beside(out) as temporary:
+        temporary.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+        return land(temporary, out)
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:
