@@ -169,11 +169,13 @@ def teach_state(
         items += [(version_text(v), str(v.version)) for v in reversed(versions)]
     name = training_set.task or task_name
     count = training_set.cases
-    cases_text = training_set.problem or (
-        f"{count} case{'s' * (count != 1)} in {training_set.folder}"
-        if count
-        else f"no cases yet; they will go to {training_set.folder}"
-    )
+    cases_text = f"{count} case{'s' * (count != 1)} in {training_set.folder}"
+    if not count:
+        cases_text = (
+            "" if training_set.problem else f"no cases yet; they go to {training_set.folder}"
+        )
+    if training_set.problem:  # e.g. one case only, or a file missing
+        cases_text = f"{cases_text}\n{training_set.problem}".strip()
     same_task = name == task_name
     if set_versions is None or same_task:
         set_versions = versions if same_task else []

@@ -140,9 +140,26 @@ def training_set(folder: str | Path) -> TrainingSet:
         return TrainingSet(folder, None, 0)
     try:
         dataset = load_dataset(folder)
-    except SegResMambaError as error:
-        return TrainingSet(folder, None, 0, " ".join(str(error).split()))
+    except SegResMambaError as error:  # e.g. one case only: still say what the set holds
+        name, cases = _peek(folder)
+        return TrainingSet(folder, name, cases, " ".join(str(error).split()))
     return TrainingSet(folder, dataset.name, len(dataset.cases))
+
+
+def _peek(folder: Path) -> tuple[str | None, int]:
+    """The name in ``dataset.json`` and the number of label files, for a set the reader
+    refuses; (None, 0) when ``dataset.json`` itself cannot be read."""
+    import json
+
+    try:
+        data = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+        ending = str(data.get("file_ending") or ".nii.gz")
+        name = str(data.get("name") or folder.name)
+    except (OSError, ValueError, AttributeError):
+        return None, 0
+    labels = folder / "labelsTr"
+    count = sum(1 for p in labels.iterdir() if p.name.endswith(ending)) if labels.is_dir() else 0
+    return name, count
 
 
 def teach_task(task, folder: str | Path):
