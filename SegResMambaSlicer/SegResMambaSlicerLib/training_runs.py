@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from segresmamba.errors import SegResMambaError
@@ -66,7 +66,6 @@ class RunRecord:
     started: str = ""
     trained: bool = False  # training ended with best.safetensors written
     imported_version: int | None = None  # the version its import registered
-    options: dict = field(default_factory=dict)  # room for later additions, kept as read
 
     def updated(self, **changes) -> RunRecord:
         return dataclasses.replace(self, **changes)
