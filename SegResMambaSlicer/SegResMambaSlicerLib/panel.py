@@ -18,8 +18,10 @@ __all__ = [
     "PanelState",
     "TeachState",
     "added_case_text",
+    "cases_line",
     "panel_state",
     "teach_state",
+    "version_items",
     "version_text",
 ]
 
@@ -140,6 +142,23 @@ def version_text(version) -> str:
     return f"version {version.version}" + (f": {', '.join(facts)}" if facts else "")
 
 
+def version_items(versions: Sequence) -> list[tuple[str, str]]:
+    """The version selector's (text, value) items, newest first; value "" is "the newest"."""
+    if not versions:
+        return [("no model versions yet", "")]
+    items = [(f"newest ({version_text(versions[-1])})", "")]
+    return items + [(version_text(v), str(v.version)) for v in reversed(versions)]
+
+
+def cases_line(training_set) -> str:
+    """``3 cases in FOLDER``, and the reader's problem on a second line (e.g. one case only)."""
+    count, folder, problem = training_set.cases, training_set.folder, training_set.problem
+    text = f"{count} case{'s' * (count != 1)} in {folder}"
+    if not count:
+        text = "" if problem else f"no cases yet; they go to {folder}"
+    return f"{text}\n{problem}".strip() if problem else text
+
+
 def teach_state(
     task_name: str,
     training_set,
@@ -163,19 +182,10 @@ def teach_state(
     a run *Resume* would continue; ``built_in`` whether the set's task is a built-in task,
     whose name cannot take a model of the user's.
     """
-    items = [("no model versions yet", "")]
-    if versions:
-        items = [(f"newest ({version_text(versions[-1])})", "")]
-        items += [(version_text(v), str(v.version)) for v in reversed(versions)]
+    items = version_items(versions)
     name = training_set.task or task_name
     count = training_set.cases
-    cases_text = f"{count} case{'s' * (count != 1)} in {training_set.folder}"
-    if not count:
-        cases_text = (
-            "" if training_set.problem else f"no cases yet; they go to {training_set.folder}"
-        )
-    if training_set.problem:  # e.g. one case only, or a file missing
-        cases_text = f"{cases_text}\n{training_set.problem}".strip()
+    cases_text = cases_line(training_set)
     same_task = name == task_name
     if set_versions is None or same_task:
         set_versions = versions if same_task else []

@@ -185,10 +185,9 @@ def engine_environment(
 
 
 def training_root(module_dir: str | os.PathLike = MODULE_DIR) -> Path | None:
-    """The folder that holds the ``training`` package the child runs (``-m training.train``):
-    the module folder itself where the extension is built or installed (CMake copies the
-    repository's ``training/`` there), its parent in a source checkout (``training/`` beside
-    ``SegResMambaSlicer/``); None when neither has it. The engine never imports training."""
+    """The folder holding the ``training`` package that ``-m training.train`` runs: the module
+    folder where the extension is built or installed (CMake copies ``training/`` there), its
+    parent in a source checkout; None when neither has it. The engine never imports it."""
     for folder in (Path(module_dir), Path(module_dir).parent):
         if (folder / "training" / "train.py").is_file():
             return folder
