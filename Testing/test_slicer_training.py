@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from SegResMambaSlicerLib.panel import panel_state, teach_state, version_text
+from SegResMambaSlicerLib.panel import added_case_text, panel_state, teach_state, version_text
 from SegResMambaSlicerLib.process import ProgressState, engine_environment, find_python
 from SegResMambaSlicerLib.tasks import (
     ModelStatus,
@@ -291,6 +291,15 @@ def test_teach_panel_decisions(tmp_path: Path):
     broken = teach_state(TASK, TrainingSet(tmp_path, None, 0, "dataset.json: bad"), [], "")
     assert broken.cases_text == "dataset.json: bad" and not broken.train_enabled
     assert version_text(Version(3, None, None, None, None)) == "version 3"
+    from segresmamba.datasets import AddedCase
+
+    added = AddedCase("c1", tmp_path, ("edema", "necrosis"), True, 12, ("FLAIR", "T1Gd"), 3, False)
+    assert added_case_text(added) == (
+        "Added case c1: edema, necrosis; 12 unedited slice(s) left out (ignore). "
+        "The training set holds 3 cases."
+    )
+    again = AddedCase("c1", tmp_path, ("edema",), False, 0, ("FLAIR", "T1Gd"), 3, True)
+    assert added_case_text(again).startswith("Replaced case c1: edema.")
 
 
 def test_apply_waits_while_training_runs():
