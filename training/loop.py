@@ -23,6 +23,7 @@ import torch
 from segresmamba.errors import SegResMambaError
 from segresmamba.network import SegResMamba
 from segresmamba.tasks import Task, get_task
+from segresmamba.threads import ENV_THREADS, configure_threads
 from segresmamba.weights import make_header, save_checkpoint
 
 from .data import (
@@ -137,8 +138,12 @@ def _start(args: argparse.Namespace, out: Path, own: Any, place: Distributed) ->
             for note in own.notes:  # what --init-from decided, one line each
                 print(note, flush=True)
     place.barrier()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # torch's and numba's pools alike: the numba scan's parallel kernels sum per thread, so a
+    # run is repeatable (and resumes bit for bit) only at the thread count it started with; in
+    # Slicer's child the engine's reserve leaves a core to the interface
+    configure_threads(
+        environ={**os.environ, ENV_THREADS: str(args.threads)} if args.threads else None
+    )
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
     if place.device.type == "cuda":

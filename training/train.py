@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--deterministic", action="store_true", help="deterministic algorithms only (slower on GPU)"
     )
-    p.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        help="CPU threads for torch and the numba scan (default: the cores this process may use)",
+    )
     p.add_argument(
         "--progress-json",
         action="store_true",
