@@ -3,11 +3,17 @@ one fine-tune round with its from-scratch twin) on coarse real gliomas with manu
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from helpers_owndata import coarse_cases, write_dataset
 
+from segresmamba.weights import read_header
 from training.teach_summary import summarise, unseen_whole
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,3 +67,46 @@ def test_summary_meets_targets_only_over_two_seeds() -> None:
     assert not slow["targets"]["finetune_round_minutes"]["met"]
     assert not slow["targets"]["last_round_time_ratio"]["met"]
     assert slow["before_correction_whole"] == [{"seed": 0, "round": 1, "case": "u0", "dice": 0.5}]
+
+
+def test_a_real_short_loop_scores_each_round(tmp_path: Path, shared_data: Path) -> None:
+    """Three coarse real gliomas, round 0 on one, one round that adds the second and scores the
+    third: the added case's before-correction Dice is the previous model's Dice on it, the fine-
+    tune starts from round 0's model and the from-scratch twin gets the same step budget."""
+    brats = shared_data / "brats2013-2ch"
+    source = write_dataset(tmp_path / "source", coarse_cases(brats), brats)
+    out = tmp_path / "teach.json"
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'SegResMambaSlicer'}{os.pathsep}{REPO}"}
+    command = [
+        sys.executable, "-m", "training.teach_bench", "--dataset", str(source), "--start", "1",
+        "--out", str(out), "--work", str(tmp_path / "work"), "--steps", "2",
+        "--finetune-steps", "1", "--seeds", "3", "--models", "segresmamba",
+        "--network", '{"widths": [8, 16, 32, 64]}',
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (run,) = report["runs"]
+    first, second = run["rounds"]
+    assert first["trained_cases"] == ["BRATS13_001"]
+    assert [r["case"] for r in first["scratch"]["unseen"]] == ["BRATS13_002", "BRATS13_003"]
+    assert second["added_case"] == "BRATS13_002"
+    assert second["before_correction"] == first["scratch"]["unseen"][0]
+    assert [r["case"] for r in second["finetuned"]["unseen"]] == ["BRATS13_003"]
+    assert (first["scratch"]["steps"], second["finetuned"]["steps"]) == (2, 1)
+    assert second["scratch"]["steps"] == 3  # the same budget as round 0 + the fine-tune
+    for record in (second["finetuned"], second["scratch"]):
+        assert record["peak_rss_mb"] > 100 and record["wall_seconds"] > 0
+        assert 0.0 <= record["unseen"][0]["whole_foreground"] <= 1.0
+        assert set(record["unseen"][0]) >= {"case", "whole_foreground", "edema"}
+    header = read_header(tmp_path / "work/segresmamba-seed3/round1-finetune/best.safetensors")
+    assert Path(header["provenance"]["init_from"]["path"]).parent.name == "round0"
+    assert header["provenance"]["cases"] == 2
+    training_set = tmp_path / "work/segresmamba-seed3/training-set"
+    assert sorted(p.name for p in (training_set / "labelsTr").iterdir()) == [
+        "BRATS13_001.nii.gz",
+        "BRATS13_002.nii.gz",
+    ]
+    summary = report["summary"]["segresmamba"]
+    assert summary["last_round"][0]["round"] == 1
+    assert not summary["targets"]["last_round_dice_gap"]["met"]  # one seed

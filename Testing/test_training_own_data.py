@@ -163,10 +163,6 @@ REFUSALS = {
     "grid origin": (_regrid("origin"), "different grids: origin"),
     "grid direction": (_regrid("direction"), "different grids: direction"),
     "empty": (lambda f: [p.unlink() for p in f.glob("*/*")], "no cases found"),
-    "one case": (
-        lambda f: [p.unlink() for p in f.glob("*/*") if "BRATS13_001" not in p.name],
-        "only one case (BRATS13_001)",
-    ),
     "not JSON": (_meta("{not json"), "dataset.json: malformed: not valid JSON"),
     "no channel_names": (
         _meta(json.dumps({"labels": {"background": 0}, "file_ending": ".nii.gz"})),
@@ -202,6 +198,21 @@ def test_train_refuses_a_broken_dataset_before_training(tmp_path: Path, coarse_c
     assert lines[0].endswith("is missing")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "log.csv").exists()
+
+
+def test_one_case_trains_only_with_fold_all(tmp_path: Path, coarse_cases) -> None:
+    """A user's first corrected case is a dataset: it plans, and a numbered fold (which would
+    validate on it and train on nothing) is refused in one line that names --fold all."""
+    one = {"BRATS13_001": coarse_cases["BRATS13_001"]}
+    folder = write_dataset(tmp_path / "one", one)
+    assert [c.case_id for c in load_dataset(folder).cases] == ["BRATS13_001"]
+    result = run(
+        "training.train", "--dataset", str(folder), "--fold", "0", "--out", str(tmp_path / "run")
+    )
+    assert result.returncode == EXIT_DATASET, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fold 0 leaves no case to train on" in lines[0], result.stderr
+    assert "--fold all" in lines[0]
 
 
 def test_per_channel_intensity_is_the_engine_rule() -> None:

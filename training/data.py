@@ -32,6 +32,7 @@ from .recipes import PHANTOM_TRAIN_SEEDS, PHANTOM_VALIDATION_SEEDS, phantom_seed
 __all__ = [
     "SeededDataset",
     "SeededSampler",
+    "fill_batch",
     "item_seed",
     "load_datalist",
     "make_loader",
@@ -261,3 +262,13 @@ def registry_split(args: argparse.Namespace, task: Task, out: Path, place: Distr
         "dataset": info.get("dataset") or task.dataset,
     }
     return training, validation, summary
+
+
+def fill_batch(entries: Sequence[dict], count: int) -> list[dict]:
+    """``entries`` repeated, in order, until there are at least ``count`` (one batch on every
+    process): one or two labelled cases are a training set in the teach loop, but a batch of two
+    volumes needs two entries. Each repeat is its own sample, with its own augmentation seed."""
+    entries = list(entries)
+    if not entries or len(entries) >= count:
+        return entries
+    return entries * -(-count // len(entries))

@@ -29,6 +29,7 @@ from segresmamba.weights import make_header, save_checkpoint
 from .data import (
     SeededDataset,
     SeededSampler,
+    fill_batch,
     make_loader,
     registry_split,
     validation_dataset,
@@ -207,6 +208,8 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         args.cache_rate if args.cache_rate is not None else (0.0 if task.name == "brats" else 1.0)
     )
     own_data = own is not None
+    # a user's first case or two still fill a batch: each epoch then shows a case twice
+    training = fill_batch(training, settings["batch_size"] * place.world_size)
     ignore = settings["ignore_value"]  # unlabelled voxels: no loss, no Dice
     train_data = SeededDataset(
         training,

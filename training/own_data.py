@@ -18,7 +18,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from segresmamba.datasets import OwnDataset, check_cases, load_dataset
+from segresmamba.datasets import DatasetError, OwnDataset, check_cases, load_dataset
 from segresmamba.errors import SegResMambaError
 from segresmamba.io.atomic import land, temporary_beside
 from segresmamba.network import SegResMamba
@@ -159,6 +159,11 @@ def own_split(
             raise SegResMambaError(f"fold {fold} is not in the plan (folds {folds})")
         training = [e for e in entries if case_fold[e["case"]] != fold]
         validation = [e for e in entries if case_fold[e["case"]] == fold]
+        if not training:  # e.g. a user's first case: nothing is left once it validates
+            raise DatasetError(
+                f"{dataset.folder}: fold {fold} leaves no case to train on ({len(entries)} "
+                "case(s)); train on every case with --fold all"
+            )
         split = (
             f"{plan['folds']['count']} folds (seed {plan['folds']['seed']}); validation fold "
             f"{fold}: " + ", ".join(e["case"] for e in validation)

@@ -100,7 +100,7 @@ def _train(
         command += ["--init-from", str(init_from)]
     if options.threads:
         command += ["--threads", str(options.threads)]
-    if options.network:
+    if options.network and init_from is None:  # a fine-tune keeps its model's network
         command += ["--network", options.network]
     record = run_measured(command, run.with_suffix(".log"))
     if record["exit_status"] != 0:

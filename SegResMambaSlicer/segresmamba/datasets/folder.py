@@ -221,11 +221,6 @@ def _find_cases(folder: Path, ending: str, channels: int) -> tuple[Case, ...]:
         cases.append(Case(case_id, files, label))
     if not cases:
         raise DatasetError(f"{folder}: no cases found (imagesTr/CASE_0000{ending}, labelsTr/)")
-    if len(cases) < 2:
-        raise DatasetError(
-            f"{folder}: only one case ({cases[0].case_id}); training and validation need at "
-            "least two"
-        )
     return tuple(cases)
 
 
