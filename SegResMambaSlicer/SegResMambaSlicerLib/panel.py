@@ -151,7 +151,7 @@ def version_items(versions: Sequence) -> list[tuple[str, str]]:
 
 
 def cases_line(training_set) -> str:
-    """``3 cases in FOLDER``, and the reader's problem on a second line (e.g. one case only)."""
+    """``3 cases in FOLDER``, and the reader's problem on a second line (e.g. a damaged case)."""
     count, folder, problem = training_set.cases, training_set.folder, training_set.problem
     text = f"{count} case{'s' * (count != 1)} in {folder}"
     if not count:

@@ -140,7 +140,7 @@ def training_set(folder: str | Path) -> TrainingSet:
         return TrainingSet(folder, None, 0)
     try:
         dataset = load_dataset(folder)
-    except SegResMambaError as error:  # e.g. one case only: still say what the set holds
+    except SegResMambaError as error:  # e.g. a damaged case: still say what the set holds
         name, cases = _peek(folder)
         return TrainingSet(folder, name, cases, " ".join(str(error).split()))
     return TrainingSet(folder, dataset.name, len(dataset.cases))
