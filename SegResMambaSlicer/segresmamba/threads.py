@@ -83,6 +83,9 @@ def configure_threads(
         numba_threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
         numba.set_num_threads(numba_threads)
         numba_threads = numba.get_num_threads()
+        # seen here: after an in-process segment() on two threads, torch still read 2 after
+        # set_num_threads(1) and numba's own setting; set again, torch keeps the count asked
+        torch.set_num_threads(threads)
     settings = ThreadSettings(cores, int(reserve), torch.get_num_threads(), numba_threads)
     _log.debug(
         "threads: torch %d, numba %s (%d cores available to this process, %d reserved)",
