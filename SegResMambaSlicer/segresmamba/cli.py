@@ -1,4 +1,4 @@
-"""The ``segresmamba`` command: segment scans, manage models, run the demo and the benchmark.
+"""The ``segresmamba`` command: segment scans, collect training cases, manage models, run the demo and
 
 Every problem a user can cause ends as one ``error: ...`` line on stderr, a documented exit
 code and no output file; ``--debug`` shows the traceback. Heavy libraries are imported only by
