@@ -5,7 +5,11 @@ dataset folders of its real cases at 6 mm for training tests (partly labelled on
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +133,56 @@ def partly_labelled(label: sitk.Image, keep_slices: range, ignore_value: int) ->
     outside[list(keep_slices)] = False
     array[outside] = ignore_value
     return with_array(label, array)
+
+
+# The real commands, as a user runs them, in a per-user folder of the test's own.
+
+
+def run_cli(*args, home: Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m segresmamba ARGS`` with ``SEGRESMAMBA_HOME`` at ``home``."""
+    env = {
+        **os.environ,
+        "SEGRESMAMBA_HOME": str(home),
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": "2",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "segresmamba", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    """The command's one ``error:`` line (exit ``code``, no traceback), holding ``words``."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dataset_add(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """``segresmamba dataset add ARGS`` with the per-user folder in ``cwd/home``."""
+    env = {**os.environ, "SEGRESMAMBA_HOME": str(cwd / "home"), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "segresmamba", "dataset", "add", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too) with its bytes: what a refusal must leave."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}

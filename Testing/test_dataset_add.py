@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers_owndata import dataset_add, snapshot
 
 from segresmamba.datasets import add_case, check_cases, load_dataset
 from segresmamba.io.seg_nrrd import Segment, terminology_entry, write_segmentation
@@ -34,21 +35,6 @@ CODES = (  # codes chosen for the test: each label a different type
     Terminology(TUMOUR, Code("SCT", "108369006", "Neoplasm"), Code("SCT", "1", "Enhancing")),
 )
 COLOURS = ((0.9, 0.2, 0.1), (0.2, 0.8, 0.3), (0.1, 0.3, 0.9), (1.0, 0.85, 0.1))
-
-
-def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEGRESMAMBA_HOME": str(cwd / "home"), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "segresmamba", "dataset", "add", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (hidden ones too) with its bytes."""
-    if not folder.exists():
-        return {}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def segments(names=NAMES, codes=CODES, values=(1, 2, 3, 4), layers=(0, 0, 0, 0)) -> list[Segment]:
@@ -103,7 +89,7 @@ def first_case(crops: Path, folder: Path) -> None:
 
 def test_two_cases_make_a_dataset_that_the_reader_and_the_planner_take(crops, tmp_path):
     folder = tmp_path / "mine"
-    first = cli(
+    first = dataset_add(
         folder, "--case", "c1", "-i", f"FLAIR={crops}/BRATS13_001_flair.nii.gz",
         "-i", f"T1Gd={crops}/BRATS13_001_t1ce.nii.gz", "--labels", crops / "BRATS13_001.seg.nrrd",
         cwd=tmp_path,
@@ -111,7 +97,7 @@ def test_two_cases_make_a_dataset_that_the_reader_and_the_planner_take(crops, tm
     assert first.returncode == 0, first.stderr
     assert "added case c1" in first.stdout and "holds 1 case(s)" in first.stdout
     # the second case: bare files in the wrong order (named by their file names), float labels
-    second = cli(
+    second = dataset_add(
         folder, "--case", "c2", "-i", crops / "BRATS13_002_t1ce.nii.gz",
         "-i", crops / "BRATS13_002_flair.nii.gz", "--labels", crops / "BRATS13_002_label.nii.gz",
         cwd=tmp_path,
@@ -219,7 +205,7 @@ def test_each_refusal_is_one_line_and_leaves_the_folder_as_it_was(problem, base,
     for name, path in args.items():
         command += ["-i", f"{name}={path}"]
     before = snapshot(folder)
-    result = cli(*command, cwd=tmp_path)
+    result = dataset_add(*command, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if not line.startswith("note: ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -229,7 +215,7 @@ def test_each_refusal_is_one_line_and_leaves_the_folder_as_it_was(problem, base,
 
 
 def test_a_new_dataset_refuses_a_plain_labelmap_without_a_task(crops, tmp_path):
-    result = cli(
+    result = dataset_add(
         tmp_path / "new", "--case", "c1", "-i", f"FLAIR={crops}/BRATS13_001_flair.nii.gz",
         "-i", f"T1Gd={crops}/BRATS13_001_t1ce.nii.gz",
         "--labels", crops / "BRATS13_001_label.nii.gz", cwd=tmp_path,
@@ -237,7 +223,7 @@ def test_a_new_dataset_refuses_a_plain_labelmap_without_a_task(crops, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: labels BRATS13_001_label.nii.gz are a plain labelmap")
     assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "new").exists()
-    unnamed = cli(
+    unnamed = dataset_add(
         tmp_path / "new", "--case", "c1", "-i", crops / "BRATS13_001_flair.nii.gz",
         "-i", crops / "BRATS13_001_t1ce.nii.gz", "--labels", crops / "BRATS13_001.seg.nrrd",
         cwd=tmp_path,
@@ -253,8 +239,8 @@ def test_replace_needs_the_flag_and_then_replaces_the_case(base, crops, tmp_path
         folder, "--case", "c1", "-i", f"FLAIR={crops}/BRATS13_002_flair.nii.gz",
         "-i", f"T1Gd={crops}/BRATS13_002_t1ce.nii.gz", "--labels", crops / "BRATS13_002.seg.nrrd",
     ]  # fmt: skip
-    assert cli(*command, cwd=tmp_path).returncode == 2
-    result = cli(*command, "--replace", cwd=tmp_path)
+    assert dataset_add(*command, cwd=tmp_path).returncode == 2
+    result = dataset_add(*command, "--replace", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "replaced case c1" in result.stdout and "holds 1 case(s)" in result.stdout
     written = voxels(folder / "labelsTr" / "c1.nii.gz")

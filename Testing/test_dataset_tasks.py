@@ -6,29 +6,15 @@ images, so each test takes a second or two."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from helpers_owndata import dataset_add, snapshot
 
 from segresmamba.datasets import add_case, check_cases, load_dataset, read_label_source
 from segresmamba.io.seg_nrrd import Segment, terminology_entry, write_segmentation
 from segresmamba.tasks import Terminology, get_task
-
-
-def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEGRESMAMBA_HOME": str(cwd / "home"), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "segresmamba", "dataset", "add", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def voxels(path: Path) -> np.ndarray:
@@ -56,7 +42,7 @@ def test_a_task_gives_a_new_dataset_its_labels_and_segments_match_by_code(tmp_pa
         [Segment(n, v + 1, (1.0, 0.0, 0.0), terminology_entry(t)) for v, (n, t) in enumerate(named)],
     )  # fmt: skip
     folder = tmp_path / "ct"
-    result = cli(
+    result = dataset_add(
         folder, "--case", "ct1", "-i", tmp_path / "scan.nii.gz", "--labels", tmp_path / "ok.seg.nrrd",
         "--task", "btcv", cwd=tmp_path,
     )  # fmt: skip
@@ -74,7 +60,7 @@ def test_a_task_gives_a_new_dataset_its_labels_and_segments_match_by_code(tmp_pa
         [Segment("Niere", 1, (1.0, 0.0, 0.0), terminology_entry(kidney))],
     )  # fmt: skip
     before = snapshot(folder)
-    refused = cli(
+    refused = dataset_add(
         folder, "--case", "ct2", "-i", tmp_path / "scan.nii.gz", "--labels",
         tmp_path / "no_side.seg.nrrd", "--task", "btcv", cwd=tmp_path,
     )  # fmt: skip

@@ -7,17 +7,21 @@ refusals (a version that is not there, a built-in task's name) and the old singl
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers_owndata import OWN_TASK, TINY_WIDTHS, own_checkpoint, own_task_dict
+from helpers_owndata import (
+    OWN_TASK,
+    TINY_WIDTHS,
+    digest,
+    one_error_line,
+    own_checkpoint,
+    own_task_dict,
+    run_cli,
+)
 
 from segresmamba.errors import EXIT_MODEL, EXIT_USAGE, ModelNotAvailableError, RegistryError
 from segresmamba.network import SegResMamba
@@ -34,33 +38,6 @@ from segresmamba.weights import (
 
 CASE = "BRATS13_002"
 RENAMED = "necrotic core"  # label 1 of version 2; version 1 calls it what dataset.json does
-
-
-def run_cli(*args, home: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEGRESMAMBA_HOME": str(home), "PYTHONWARNINGS": "ignore"}
-    env["OMP_NUM_THREADS"] = "2"
-    return subprocess.run(
-        [sys.executable, "-m", "segresmamba", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=600,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess, code: int, *words: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def trained_checkpoint(path: Path, dataset: Path, seed: int, provenance: dict, label1: str) -> Path:

@@ -6,7 +6,6 @@ checkpoint whose task is not registered). A second import is a new version: test
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,45 +16,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from helpers_owndata import OWN_TASK, PALETTE, own_checkpoint, own_task_dict
+from helpers_owndata import (
+    OWN_TASK,
+    PALETTE,
+    digest,
+    one_error_line,
+    own_checkpoint,
+    own_task_dict,
+    run_cli,
+)
 from helpers_segment import assert_same_grid
 
 from segresmamba.errors import EXIT_MODEL, EXIT_USAGE
 from segresmamba.tasks import TASKS_JSON, builtin_tasks, get_task, list_tasks, task_names
 
 CASE = "BRATS13_002"
-
-
-def run_cli(*args, home: Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "SEGRESMAMBA_HOME": str(home),
-        "PYTHONWARNINGS": "ignore",
-        "OMP_NUM_THREADS": "2",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "segresmamba", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess, code: int, *words: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
