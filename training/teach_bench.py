@@ -112,9 +112,9 @@ def _train(
     return record
 
 
-def _add_case(data: Path, case) -> None:
-    """The manual label goes in as the user's correction, through ``segresmamba dataset add``."""
-    names = _channel_names(data)
+def _add_case(data: Path, case, names: Sequence[str]) -> None:
+    """The manual label goes in as the user's correction, through ``segresmamba dataset add``;
+    ``names`` are the channels (the source dataset's, which the training set copies)."""
     command = [sys.executable, "-m", "segresmamba", "dataset", "add", str(data)]
     command += ["--case", case.case_id, "--labels", str(case.label)]
     for name, image in zip(names, case.images):
@@ -123,11 +123,6 @@ def _add_case(data: Path, case) -> None:
     if record["exit_status"] != 0:
         log = (data.parent / f"add-{case.case_id}.log").read_text(encoding="utf-8")
         raise RuntimeError(f"dataset add failed for {case.case_id}: {log[-1000:]}")
-
-
-def _channel_names(data: Path) -> list[str]:
-    info = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
-    return [info["channel_names"][key] for key in sorted(info["channel_names"], key=int)]
 
 
 def _empty_copy(source, data: Path) -> None:
@@ -175,7 +170,7 @@ def play(options: TeachOptions, source, holdout: list[dict], played: dict[str, A
     _empty_copy(source, data)
     cases = list(source.cases)
     for case in cases[: options.start]:
-        _add_case(data, case)
+        _add_case(data, case, source.channel_names)
     rounds_after = _round_count(options, len(cases))
     first = _train(options, data, work / "round0", model, seed, options.steps)
     unseen = [c.as_entry() for c in cases[options.start :]]
@@ -193,7 +188,7 @@ def play(options: TeachOptions, source, holdout: list[dict], played: dict[str, A
         previous = played["rounds"][-1]
         chain = previous.get("finetuned") or previous["scratch"]
         before = next(r for r in chain["unseen"] if r["case"] == added.case_id)
-        _add_case(data, added)
+        _add_case(data, added, source.channel_names)
         trained = cases[: options.start + number]
         unseen = [c.as_entry() for c in cases[options.start + number :]]
         run = work / f"round{number}-finetune"
