@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +84,8 @@ def test_a_real_short_loop_scores_each_round(tmp_path: Path, shared_data: Path) 
         "--finetune-steps", "1", "--seeds", "3", "--models", "segresmamba",
         "--network", '{"widths": [8, 16, 32, 64]}',
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    options = dict(cwd=REPO, env=env, capture_output=True, encoding="utf-8", timeout=600)
+    result = subprocess.run(command, **options)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     (run,) = report["runs"]
@@ -110,3 +112,31 @@ def test_a_real_short_loop_scores_each_round(tmp_path: Path, shared_data: Path) 
     summary = report["summary"]["segresmamba"]
     assert summary["last_round"][0]["round"] == 1
     assert not summary["targets"]["last_round_dice_gap"]["met"]  # one seed
+
+    # Stopped after round 0: --resume keeps round 0 as measured and plays round 1 again.
+    del run["rounds"][1]
+    out.write_text(json.dumps(report), encoding="utf-8")
+    shutil.rmtree(tmp_path / "work/segresmamba-seed3/round1-finetune")
+    resumed = subprocess.run(command + ["--resume"], **options)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    again = json.loads(out.read_text(encoding="utf-8"))
+    (run_again,) = again["runs"]
+    assert run_again["rounds"][0] == first
+    assert run_again["rounds"][1]["added_case"] == "BRATS13_002"
+    assert run_again["rounds"][1]["scratch"]["steps"] == 3
+    assert len(again["resumed"]) == 1 and again["date"] == report["date"]
+    assert sorted(p.name for p in (training_set / "labelsTr").iterdir()) == [
+        "BRATS13_001.nii.gz",
+        "BRATS13_002.nii.gz",
+    ]
+    # Finished: nothing is trained again. Other settings: refused in one line.
+    done = subprocess.run(command + ["--resume"], **options)
+    assert done.returncode == 0 and "done earlier" in done.stdout
+    changed = list(command)
+    changed[changed.index("--finetune-steps") + 1] = "2"
+    refused = subprocess.run(changed + ["--resume"], **options)
+    assert refused.returncode != 0
+    assert (
+        refused.stderr.strip() == f"error: cannot resume from {out}: its --finetune-steps "
+        "differs from this run's"
+    )

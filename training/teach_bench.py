@@ -20,7 +20,8 @@ nnU-Net dataset whose manual labels stand in for the corrections::
 Every training is its own process (``training.bench_runs.run_measured``: wall time, CPU time,
 peak RSS). Models are scored as they end (final weights), never picked on the cases scored.
 Runs train on all their cases (``--fold all``, as the module does) and validate once, at the end.
-The JSON is rewritten after every round, so a long run that is stopped keeps what it measured.
+The JSON is rewritten after every round, so a long run that is stopped keeps what it measured,
+and ``--resume`` (same command) goes on from its last finished round, in the same ``--work``.
 Run folders go to ``--work`` (outside the repository: weights trained on non-commercial data
 must never be committed).
 """
@@ -66,6 +67,7 @@ class TeachOptions:
     device: str
     threads: int | None
     network: str | None
+    resume: bool
 
 
 def _dataset(folder: Path):
@@ -161,37 +163,64 @@ def _scored(record: dict, run: Path, model: str, unseen: list, holdout: list) ->
     return record
 
 
+def _round_folder(work: Path, number: int) -> Path:
+    return work / ("round0" if number == 0 else f"round{number}-finetune")
+
+
+def _model_of(work: Path, rounds: list[dict[str, Any]]) -> Path:
+    """The newest round's run folder: the model the next round fine-tunes (refused, one line, when
+    a resumed run's folders are gone)."""
+    run = _round_folder(work, len(rounds) - 1)
+    if not (run / "best.safetensors").is_file():
+        raise SystemExit(f"error: cannot resume: {run / 'best.safetensors'} is missing")
+    return run
+
+
+def _clear_unfinished(work: Path, number: int) -> None:
+    """Run folders of a round that is not in the JSON were left by a stopped run: played again."""
+    for run in (_round_folder(work, number), work / f"round{number}-scratch"):
+        if run.exists():
+            print(f"removing {run}: its round did not finish", flush=True)
+            shutil.rmtree(run)
+
+
 def play(options: TeachOptions, source, holdout: list[dict], played: dict[str, Any], write) -> None:
     """The loop for ``played``'s model and seed, its rounds appended to ``played["rounds"]``;
-    ``write`` is called after every round."""
+    ``write`` is called after every round. Rounds already in ``played`` (a resumed run) are kept:
+    the training set is rebuilt with their cases and the loop goes on from the newest model."""
     model, seed = played["model"], played["seed"]
     work = options.work / f"{model}-seed{seed}"
     data = work / "training-set"
-    _empty_copy(source, data)
     cases = list(source.cases)
-    for case in cases[: options.start]:
-        _add_case(data, case, source.channel_names)
     rounds_after = _round_count(options, len(cases))
-    first = _train(options, data, work / "round0", model, seed, options.steps)
-    unseen = [c.as_entry() for c in cases[options.start :]]
-    played["rounds"].append(
-        {
-            "round": 0,
-            "trained_cases": [c.case_id for c in cases[: options.start]],
-            "scratch": _scored(first, work / "round0", model, unseen, holdout),
-        }
-    )
-    write()
-    current, budget = work / "round0", first["steps"]
-    for number in range(1, rounds_after + 1):
+    done = played["rounds"]
+    _empty_copy(source, data)
+    for case in cases[: options.start + max(len(done) - 1, 0)]:
+        _add_case(data, case, source.channel_names)
+    if not done:
+        _clear_unfinished(work, 0)
+        first = _train(options, data, work / "round0", model, seed, options.steps)
+        unseen = [c.as_entry() for c in cases[options.start :]]
+        done.append(
+            {
+                "round": 0,
+                "trained_cases": [c.case_id for c in cases[: options.start]],
+                "scratch": _scored(first, work / "round0", model, unseen, holdout),
+            }
+        )
+        write()
+    current = _model_of(work, done)
+    budget = sum((r.get("finetuned") or r["scratch"])["steps"] for r in done)
+    for number in range(len(done), rounds_after + 1):
         added = cases[options.start + number - 1]
-        previous = played["rounds"][-1]
+        previous = done[-1]
         chain = previous.get("finetuned") or previous["scratch"]
         before = next(r for r in chain["unseen"] if r["case"] == added.case_id)
         _add_case(data, added, source.channel_names)
         trained = cases[: options.start + number]
         unseen = [c.as_entry() for c in cases[options.start + number :]]
-        run = work / f"round{number}-finetune"
+        run = _round_folder(work, number)
+        _clear_unfinished(work, number)
         tuned = _train(
             options, data, run, model, seed, options.finetune_steps, current / "best.safetensors"
         )
@@ -208,7 +237,7 @@ def play(options: TeachOptions, source, holdout: list[dict], played: dict[str, A
             scratch_run = work / f"round{number}-scratch"
             scratch = _train(options, data, scratch_run, model, seed, budget)
             entry["scratch"] = _scored(scratch, scratch_run, model, unseen, holdout)
-        played["rounds"].append(entry)
+        done.append(entry)
         current = run
         write()
 
@@ -233,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, help="torch threads per training")
     p.add_argument("--network", help="network override passed to training (JSON), for tests")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the rounds already in --out (same settings, run folders in --work)",
+    )
     return p
 
 
@@ -258,6 +292,7 @@ def resolve(args: argparse.Namespace) -> TeachOptions:
         device=args.device,
         threads=args.threads,
         network=args.network,
+        resume=args.resume,
     )
 
 
@@ -268,12 +303,8 @@ def _write(result: dict[str, Any], out: Path) -> None:
         temporary.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    options = resolve(build_parser().parse_args(argv))
-    source = _dataset(options.dataset)
-    holdout = [c.as_entry() for c in _dataset(options.holdout).cases] if options.holdout else []
-    result: dict[str, Any] = {
+def _fresh_result(options: TeachOptions, source, argv: Sequence[str]) -> dict[str, Any]:
+    return {
         "benchmark": "teach loop: segment, correct, add, fine-tune; against from scratch",
         "command": "python -m training.teach_bench " + " ".join(argv),
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -290,18 +321,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "runs": [],
     }
+
+
+def _resumed(fresh: dict[str, Any], out: Path, argv: Sequence[str]) -> dict[str, Any]:
+    """The earlier result in ``out``, when it was made with the same data and settings; the
+    seeds may differ (a resumed run can add one)."""
+    try:
+        earlier = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: cannot resume from {out}: {error}") from None
+    for key in ("dataset", "holdout", "case_order"):
+        if earlier.get(key) != fresh[key]:
+            raise SystemExit(f"error: cannot resume from {out}: its {key} differs from this run's")
+    for key, value in fresh["settings"].items():
+        if key != "seeds" and earlier.get("settings", {}).get(key) != value:
+            raise SystemExit(
+                f"error: cannot resume from {out}: its --{key.replace('_', '-')} differs from this run's"
+            )
+    earlier["settings"]["seeds"] = sorted(
+        set(earlier["settings"]["seeds"]) | set(fresh["settings"]["seeds"])
+    )
+    earlier.setdefault("resumed", []).append(
+        {"command": fresh["command"], "date": fresh["date"], "machine": fresh["machine"]}
+    )
+    return earlier
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = resolve(build_parser().parse_args(argv))
+    source = _dataset(options.dataset)
+    holdout = [c.as_entry() for c in _dataset(options.holdout).cases] if options.holdout else []
+    result = _fresh_result(options, source, argv)
+    if options.resume:
+        result = _resumed(result, options.out, argv)
     options.out.parent.mkdir(parents=True, exist_ok=True)
+    rounds_after = _round_count(options, len(source.cases))
+
+    def write() -> None:
+        result["summary"] = summarise(result["runs"])
+        _write(result, options.out)
+
     for model in options.models:
         for seed in options.seeds:
-            played: dict[str, Any] = {"model": model, "seed": seed, "rounds": []}
-            result["runs"].append(played)
-
-            def write() -> None:
-                result["summary"] = summarise(result["runs"])
-                _write(result, options.out)
-
+            played = next(
+                (r for r in result["runs"] if (r["model"], r["seed"]) == (model, seed)), None
+            )
+            if played is None:
+                played = {"model": model, "seed": seed, "rounds": []}
+                result["runs"].append(played)
+            if len(played["rounds"]) > rounds_after:
+                print(f"{model} seed {seed}: done earlier, {len(played['rounds'])} rounds")
+                continue
             play(options, source, holdout, played, write)
             print(f"{model} seed {seed}: {len(played['rounds'])} rounds", flush=True)
+    write()
     print(json.dumps(result["summary"], indent=2))
     print(f"-> {options.out}")
     return 0
