@@ -170,6 +170,22 @@ def test_finetune_starts_from_the_model_and_takes_the_plans_finetune_section(
     assert provenance["cases"] == len(trained) == 4  # the parent's three and the new one
 
 
+def test_fold_all_keeps_the_newest_weights_not_the_best_training_dice(
+    parent, data, tmp_path: Path, capsys
+) -> None:
+    """Under --fold all the Dice is measured on the training cases, so the highest one picks the
+    most overfitted weights: best.safetensors holds the newest validated ones. At learning rate
+    0 every validation gives the same Dice, so only this rule picks the last one."""
+    out = tmp_path / "child"
+    argv = ["--dataset", str(data["A4"]), "--init-from", str(parent[0] / "best.safetensors")]
+    argv += ["--out", str(out), "--fold", "all", "--max-steps", "3", "--val-every", "1"]
+    assert train(argv) == 0
+    said = capsys.readouterr().out
+    assert "best.safetensors holds the newest validated weights" in said
+    assert "newest validation mean Dice" in said.strip().splitlines()[-1]
+    assert read_header(out / "best.safetensors")["provenance"]["steps"] == 3
+
+
 def test_other_labels_start_only_the_output_layer_afresh(parent, data, tmp_path, capsys) -> None:
     model = parent[0] / "best.safetensors"
     out = tmp_path / "child"

@@ -277,6 +277,9 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
     commit = git_commit()  # the code that runs: taken now, not when a checkpoint is saved
     columns = ["step", "epoch", "loss", "lr", "seconds", "val_mean"] + [f"val_{n}" for n in names]
     log = RunLog(out, columns, place.main, progress["step"] if args.resume else None)
+    # With no held-out case the highest Dice on the training cases picks the most overfitted
+    # weights, not the best model: the newest validated weights are kept instead.
+    newest_wins = summary.get("validation_on") == "training cases"
     if place.main:
         run_info = {
             "command": command_line("training.train", argv),
@@ -296,8 +299,11 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             f"x{place.world_size}",
             flush=True,
         )
-        if summary.get("validation_on") == "training cases":
-            print("--fold all: every case trains; validation runs on the training cases")
+        if newest_wins:
+            print(
+                "--fold all: every case trains; validation runs on the training cases, so "
+                "best.safetensors holds the newest validated weights, not the highest Dice"
+            )
 
     def save_best(dice: dict[str, float]) -> None:
         provenance = {
@@ -363,7 +369,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
                 row.update({"val_mean": dice["mean"], **{f"val_{n}": dice[n] for n in names}})
                 log.scalars(step, {f"val/{k}": v for k, v in dice.items() if not math.isnan(v)})
                 report.validated(step, dice, names)
-                if dice["mean"] > progress["best_dice"]:
+                if newest_wins or dice["mean"] > progress["best_dice"]:
                     progress.update(best_dice=dice["mean"], best_step=step)
                     if place.main:
                         save_best(dice)
@@ -398,8 +404,9 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             )
         else:
             print(
-                f"done: {total} steps in {progress['seconds'] / 60:.1f} min; best validation "
-                f"mean Dice {progress['best_dice']:.4f} at step {progress['best_step']} -> "
+                f"done: {total} steps in {progress['seconds'] / 60:.1f} min; "
+                f"{'newest' if newest_wins else 'best'} validation mean Dice "
+                f"{progress['best_dice']:.4f} at step {progress['best_step']} -> "
                 f"{out / BEST}",
                 flush=True,
             )
