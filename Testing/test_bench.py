@@ -231,3 +231,38 @@ def test_tom_macs_count_every_projection_the_scan_applies() -> None:
     projections = tokens * (d_model * 2 * d + 3 * d * (r + 2 * n) + 3 * r * d + d * d_model)
     assert result["counted_macs"] == projections
     assert result["scan_macs"] == 3 * (3 * tokens * d * n)
+
+
+def test_rounds_alternate_models_in_fresh_processes(tmp_path: Path) -> None:
+    """--rounds 2: each model measured once per round, the order rotating, the figures the
+    median over rounds with every round kept."""
+    out = tmp_path / "rounds.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PACKAGE_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-m", "segresmamba.bench", "--quick", "--models", "unet,segresnet",
+         "--rounds", "2", "--no-write", "--out-json", str(out)],
+        capture_output=True, encoding="utf-8", env=env, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads(out.read_text(encoding="utf-8"))
+    assert run["settings"]["rounds"] == 2
+    started = [line.split("] ", 1)[1].split(" ")[0] for line in done.stderr.splitlines()
+               if "bench: round " in line]  # fmt: skip
+    assert started == ["unet", "segresnet", "segresnet", "unet"]
+    for result in run["results"]:
+        rounds = result["forward_s_rounds"]
+        assert len(rounds) == 2 and result["forward_s_median"] == pytest.approx(sum(rounds) / 2)
+    assert "then the median over 2 rounds in which the models alternated" in done.stdout
+
+
+def test_combine_rounds_takes_median_times_and_largest_peak() -> None:
+    from segresmamba.bench.runner import combine_rounds
+
+    rounds = [
+        {"model": "m", "params": 5, "forward_s_median": t, "peak_rss_gb": r, "quick": True}
+        for t, r in ((3.0, 1.0), (1.0, 2.0), (2.0, 1.5))
+    ]
+    combined = combine_rounds(rounds)
+    assert combined["forward_s_median"] == 2.0 and combined["forward_s_rounds"] == [3.0, 1.0, 2.0]
+    assert combined["peak_rss_gb"] == 2.0 and combined["params"] == 5 and combined["quick"] is True

@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(
         f"{len(settings.models)} model(s) x {len(settings.sizes)} size(s), median of "
         f"{settings.repeats}, {settings.threads} threads, each in a fresh process"
+        + (f", {settings.rounds} alternating rounds" if settings.rounds > 1 else "")
     )
     run["results"] = run_models(settings)
     if settings.scan:

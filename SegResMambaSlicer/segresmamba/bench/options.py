@@ -90,6 +90,13 @@ def build_parser(prog: str = "segresmamba bench") -> argparse.ArgumentParser:
     p.add_argument(
         "--repeats", type=_positive, default=None, help="timed runs after 1 warm-up (default 3)"
     )
+    p.add_argument(
+        "--rounds",
+        type=_positive,
+        default=1,
+        help="alternating rounds: every model measured once per round, each time in a fresh "
+        "process, in a rotating order; figures are medians over rounds (default 1)",
+    )
     p.add_argument("--train", action="store_true", help="also time one training step per model")
     p.add_argument(
         "--scan", action="store_true", help="also run the scan micro-benchmark (torch vs loop)"
@@ -142,6 +149,7 @@ class Settings:
     batch: int
     threads: int
     repeats: int
+    rounds: int
     train: bool
     scan: bool
     scan_length: int
@@ -162,6 +170,7 @@ class Settings:
             "batch": self.batch,
             "threads": self.threads,
             "repeats": self.repeats,
+            "rounds": self.rounds,
             "warmup": 1,
             "statistic": "median",
             "train": self.train,
@@ -183,6 +192,7 @@ def resolve(args: argparse.Namespace) -> Settings:
         batch=args.batch,
         threads=args.threads,
         repeats=args.repeats or (QUICK["repeats"] if quick else 3),
+        rounds=args.rounds,
         train=args.train,
         scan=args.scan,
         scan_length=args.scan_length or (QUICK["scan_length"] if quick else DEFAULT_LENGTH),

@@ -172,7 +172,7 @@ def render_run(run: dict, link: str | None = None) -> str:
         f"{device['logical_cpus']} logical CPUs, {device.get('memory_gb')} GB RAM, torch "
         f"{device['torch']}, MONAI {device['monai']}, Python {device['python']}; load average "
         f"at start {load[0] if load else '?'}. Median of {settings['repeats']} timed runs after "
-        f"{settings['warmup']} warm-up, batch {settings['batch']}, "
+        f"{settings['warmup']} warm-up{_rounds_text(settings)}, batch {settings['batch']}, "
         f"{settings['in_channels']} in / {settings['out_channels']} out channels, each model in "
         "its own fresh process; all models below were measured in this same run."
         + (f" Full results: [{Path(link).name}]({link})." if link else ""),
@@ -270,3 +270,11 @@ def regenerate_markdown(docs_dir: Path) -> Path:
     text = f"{before}{START}\n{body}{END}{after}"
     _write_atomic(md, text)
     return md
+
+
+def _rounds_text(settings: dict) -> str:
+    """ ", then the median of 3 alternating rounds" where a run had rounds (older JSON: none)."""
+    rounds = settings.get("rounds", 1)
+    if rounds <= 1:
+        return ""
+    return f", then the median over {rounds} rounds in which the models alternated"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -75,38 +76,70 @@ def _fmt_size(size) -> str:
     return "x".join(str(s) for s in size)
 
 
+def _entry(settings: Settings, name: str, size) -> dict:
+    return {
+        "model": name,
+        "description": MODELS[name].description,
+        "input": list(size),
+        "in_channels": settings.in_channels,
+        "out_channels": settings.out_channels,
+        "batch": settings.batch,
+    }
+
+
+def _measure_model(settings: Settings, entry: dict, label: str) -> None:
+    """Forward (and with ``--train`` training-step) figures of one model into ``entry``."""
+    kinds = ("forward", "train") if settings.train else ("forward",)
+    for kind in kinds:
+        log(f"{label} {entry['model']} {_fmt_size(entry['input'])} {kind} ...")
+        start = time.perf_counter()
+        try:
+            measured = run_worker_process(settings, kind, entry["model"], entry["input"])
+        except WorkerError as error:
+            entry.setdefault("errors", {})[kind] = str(error)
+            log(f"    {kind} FAILED: {error}")
+            continue
+        measured.pop("threads", None)
+        entry.update(measured)
+        log(f"    {_progress_summary(kind, measured)} ({time.perf_counter() - start:.0f} s)")
+
+
+def combine_rounds(rounds: list[dict]) -> dict:
+    """One model's entries from several rounds as one: each median time is the median over the
+    rounds (every round's kept in ``<name>_rounds``), each peak RSS the largest."""
+    combined = dict(rounds[0])
+    if len(rounds) == 1:
+        return combined
+    for key in rounds[0]:
+        values = [r.get(key) for r in rounds]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        if key.endswith("_s_median"):
+            combined[key] = statistics.median(values)
+            combined[f"{key[: -len('_median')]}_rounds"] = values
+        elif "rss" in key:
+            combined[key] = max(values)
+    errors = [r["errors"] for r in rounds if r.get("errors")]
+    if errors:
+        combined["errors"] = {k: v for e in errors for k, v in e.items()}
+    return combined
+
+
 def run_models(settings: Settings) -> list[dict]:
-    """Forward (and with ``--train`` training-step) measurements of every model at every size."""
-    results = []
-    total = len(settings.models) * len(settings.sizes)
-    index = 0
-    for size in settings.sizes:
-        for name in settings.models:
-            index += 1
-            entry = {
-                "model": name,
-                "description": MODELS[name].description,
-                "input": list(size),
-                "in_channels": settings.in_channels,
-                "out_channels": settings.out_channels,
-                "batch": settings.batch,
-            }
-            kinds = ("forward", "train") if settings.train else ("forward",)
-            for kind in kinds:
-                log(f"[{index}/{total}] {name} {_fmt_size(size)} {kind} ...")
-                start = time.perf_counter()
-                try:
-                    measured = run_worker_process(settings, kind, name, size)
-                except WorkerError as error:
-                    entry.setdefault("errors", {})[kind] = str(error)
-                    log(f"    {kind} FAILED: {error}")
-                    continue
-                measured.pop("threads", None)
-                entry.update(measured)
-                log(
-                    f"    {_progress_summary(kind, measured)} ({time.perf_counter() - start:.0f} s)"
-                )
-            results.append(entry)
+    """Forward (and with ``--train`` training-step) measurements of every model at every size,
+    ``settings.rounds`` times, the models alternating in an order that rotates per round."""
+    keys = [(size, name) for size in settings.sizes for name in settings.models]
+    measured: dict[tuple, list[dict]] = {key: [] for key in keys}
+    for number in range(settings.rounds):
+        shift = number % len(keys) if keys else 0
+        for index, key in enumerate(keys[shift:] + keys[:shift], start=1):
+            entry = _entry(settings, key[1], key[0])
+            label = f"[{index}/{len(keys)}]"
+            if settings.rounds > 1:
+                label = f"round {number + 1}/{settings.rounds} {label}"
+            _measure_model(settings, entry, label)
+            measured[key].append(entry)
+    results = [combine_rounds(measured[key]) for key in keys]
     add_ratios(results)
     return results
 
