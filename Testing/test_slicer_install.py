@@ -182,6 +182,19 @@ def test_pip_resolves_the_plan_without_touching_slicer(tag, tmp_path):
     assert {"monai", "numba", "llvmlite", "jsonschema"} <= {distribution_key(n) for n in chosen}
 
 
+@pytest.mark.parametrize("tag", sorted(SLICER_PYTHON))
+def test_pip_resolves_pytorch_when_pytorch_utils_cannot(tag, tmp_path):
+    """Point 15: where light-the-torch cannot install (5.12.3), PyTorch comes from pip under the
+    same pins; its dependencies (typing_extensions, setuptools, ...) accept Slicer's versions."""
+    installed = dict(SLICER_PYTHON[tag])
+    pins = dependencies.constraints_for(["torch>=2.1"], installed)
+    code, chosen, stderr = pip_resolves(tmp_path, installed, ["torch>=2.1"], pins)
+    assert code == 0, stderr
+    assert "torch" in chosen
+    for name, version in installed.items():
+        assert chosen.get(name, version) == version, name
+
+
 def test_highdicom_cannot_join_the_plan_on_slicer_5_10(tmp_path):
     """Why point 8 was a blocker, shown by pip: asking for highdicom with Slicer 5.10.0's pins
     fails, so one pip call with it installed nothing."""
