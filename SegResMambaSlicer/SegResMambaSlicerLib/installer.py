@@ -76,8 +76,9 @@ def _light_the_torch_ready(folder: str) -> bool:
         _pip(folder, [LIGHT_THE_TORCH], quiet=True)
     except subprocess.CalledProcessError:
         _log.warning(
-            "light-the-torch, which PyTorch Utils uses, cannot be installed without changing "
-            "Slicer's own packages (it needs an older pip); installing PyTorch with pip instead"
+            "light-the-torch, which PyTorch Utils uses, could not be installed with Slicer's "
+            "packages kept as they are (its releases need pip<26.1; pip's messages are above); "
+            "installing PyTorch with pip instead"
         )
         return False
     importlib.invalidate_caches()
