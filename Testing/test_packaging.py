@@ -207,3 +207,81 @@ def test_installed_layout_runs_the_engine(tmp_path):
         text=True,
     )
     assert listing.returncode == 0 and "phantom-demo" in listing.stdout, listing.stderr
+
+
+# cmake_minimum_required of Slicer's extension template, Utilities/Templates/Extensions/Default/
+# CMakeLists.txt, at the oldest and newest supported tags
+SLICER_TEMPLATE_CMAKE = {"5.10.0": ("3.20.6", "3.22.6"), "5.12.3": ("3.28.0", "3.28.0")}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def test_cmake_minimum_follows_slicers_extension_templates():
+    """Issue 20, point 21: the minimum is 5.10's template's (the oldest supported Slicer), the
+    policy version reaches 5.12's."""
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    low, high = re.search(
+        r"^cmake_minimum_required\(VERSION ([\d.]+)\.\.\.([\d.]+) FATAL_ERROR\)", text, re.M
+    ).groups()
+    assert _release(low) == _release(SLICER_TEMPLATE_CMAKE["5.10.0"][0])
+    assert _release(high) >= max(_release(top) for _, top in SLICER_TEMPLATE_CMAKE.values())
+
+
+def test_extension_package_carries_our_license_and_readme():
+    """Point 21: UseSlicer.cmake sets EXTENSION_LICENSE_FILE/EXTENSION_README_FILE to Slicer's
+    own files unless they are defined before it is included; CPack ships them."""
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    settings = extension_settings()
+    for key, name in (
+        ("EXTENSION_LICENSE_FILE", "LICENSE"),
+        ("EXTENSION_README_FILE", "README.md"),
+    ):
+        path = Path(settings[key].replace("${CMAKE_CURRENT_SOURCE_DIR}", str(REPO)))
+        assert path == REPO / name and path.is_file()
+        assert text.index(f"set({key} ") < text.index("include(${Slicer_USE_FILE})")
+
+
+def test_readme_names_every_package_the_module_installs():
+    """Point 21: the README's list of what the module installs in Slicer (numba was missing)."""
+    from SegResMambaSlicerLib.dependencies import REQUIREMENTS, bundled_with_slicer
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### First use: Python packages") :]
+    sentence = " ".join(section.split("in Slicer's Python.")[0].split())
+    shown = {"torch": "PyTorch", "monai": "MONAI"}
+    missing = [
+        r.distribution
+        for r in REQUIREMENTS
+        if not bundled_with_slicer(r) and shown.get(r.distribution, r.distribution) not in sentence
+    ]
+    assert not missing, f"README's package list lacks {missing}"
+
+
+def test_documented_reload_runs_the_edited_lib_and_engine(tmp_path):
+    """Point 21: Slicer's Reload re-executes only the module file (util.reloadScriptedModule);
+    the snippet in docs/slicer.md makes the next import of the Lib and engine run the files."""
+    doc = (REPO / "docs" / "slicer.md").read_text(encoding="utf-8")
+    after = doc[doc.index("While developing") :]
+    snippet = re.search(r"```python\n(.*?)```", after, re.S).group(1)
+    snippet = "\n".join(
+        line[2:] if line.startswith("  ") else line for line in snippet.splitlines()
+    )
+    code = (
+        "import sys, types\n"
+        "import SegResMambaSlicerLib.dependencies, segresmamba.tasks\n"
+        "old = sys.modules['SegResMambaSlicerLib.dependencies']\n"
+        "calls = []\n"
+        "slicer = types.SimpleNamespace(util=types.SimpleNamespace(reloadScriptedModule=calls.append))\n"
+        f"exec({snippet!r}, {{'slicer': slicer}})\n"
+        "left = [n for n in sys.modules if n.split('.')[0] in ('SegResMambaSlicerLib', 'segresmamba')]\n"
+        "import SegResMambaSlicerLib.dependencies as fresh\n"
+        "print(calls, left, fresh is not old)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(MODULE_DIR)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, encoding="utf-8"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['SegResMambaSlicer']", "[]", "True"]

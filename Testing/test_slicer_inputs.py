@@ -102,7 +102,7 @@ def test_panel_warns_about_the_wrong_modality_on_the_real_ct_and_mri(
     assert panel_state(btcv, [ct], ready, "cpu", devices, False).warning_text == ""
 
 
-def test_self_test_says_why_it_cannot_run_and_never_skips(tmp_path):
+def test_self_test_says_why_it_cannot_run_and_skips_only_under_ctest(tmp_path):
     assert self_test_blocker() is None  # packages and the bundled demo model are here
     missing = tmp_path / "demo.safetensors"
     message = self_test_blocker(missing)
@@ -113,9 +113,10 @@ def test_self_test_says_why_it_cannot_run_and_never_skips(tmp_path):
         for node in ast.walk(tree)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
     }
-    assert "skipTest" not in calls and "self_test_blocker" in {
-        getattr(node.func, "id", "") for node in ast.walk(tree) if isinstance(node, ast.Call)
-    }
+    # a skip only where self_test_skip_reason says so (CTest without the packages, issue 20
+    # point 17: test_slicer_installer runs the module's test class both ways)
+    names = {getattr(node.func, "id", "") for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    assert "skipTest" in calls and {"self_test_blocker", "self_test_skip_reason"} <= names
 
 
 def test_voxel_view_is_read_only_and_equals_the_copy(scene_with_every_volume_kind):

@@ -159,8 +159,9 @@ def test_engine_command_environment_and_python(tmp_path):
 
 
 def test_requirements_are_the_engines_and_missing_ones_are_explained():
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert sorted(r.spec for r in dependencies.REQUIREMENTS) == sorted(declared)
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    everything = (*dependencies.REQUIREMENTS, *dependencies.DICOM_SEG_REQUIREMENTS)
+    assert sorted(r.spec for r in everything) == sorted(declared["dependencies"])
     assert find_missing() == []  # this environment has them all
     absent = Requirement("no-such-package-xyz", "no_such_package_xyz", "1.0", "testing")
     old = Requirement("numpy", "numpy", "999.0", "testing")
@@ -176,30 +177,35 @@ def test_requirements_are_the_engines_and_missing_ones_are_explained():
     assert install_plan([]).empty
 
 
-def test_install_plan_never_replaces_what_slicer_ships(tmp_path):
-    """Every requirement missing at once: pip gets none of Slicer's own packages, and its
-    arguments pin each of them (present here: numpy, SimpleITK, vtk) at the installed version."""
+def test_install_plan_pins_everything_installed_read_at_run_time():
+    """Issue 20, point 14: pip may replace nothing that is installed, Slicer's or anyone's: the
+    pins are every distribution of this Python (typing_extensions, pyparsing, ... included),
+    read now, less the ones the plan installs. Slicer's own requirements are never installed."""
     everything = [Missing(r) for r in dependencies.REQUIREMENTS]
     plan = install_plan(everything)
     names = {spec.split(">=")[0].lower() for spec in plan.pip}
     assert names and not names & dependencies.SLICER_BUNDLED
-    assert {"numpy", "simpleitk", "vtk"} <= dependencies.SLICER_BUNDLED
-    assert {m.requirement.distribution for m in plan.not_installable} == {
-        "numpy",
-        "SimpleITK",
-        "pydicom",
-    }
-    assert "highdicom>=0.25,<0.29" in plan.pip  # not Slicer's: installed, with its upper bound
+    assert {m.requirement.distribution for m in plan.not_installable} == {"numpy", "SimpleITK"}
     assert "monai>=1.4" in plan.pip and plan.torch == ">=2.1"
-    pinned = dict(p.lower().split("==") for p in plan.pinned)
-    for name in ("numpy", "simpleitk", "vtk"):
-        assert pinned[name] == importlib.metadata.version(name)
-    arguments = plan.pip_arguments(tmp_path / "c.txt", plan.pip)
-    assert arguments[:2] == ["-c", str(tmp_path / "c.txt")] and arguments[2:] == plan.pip
-    assert "Slicer's own packages stay as they are" in plan.summary()
+    pinned = dict(p.split("==") for p in plan.pinned)
+    installed = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
+    planned = {dependencies.distribution_key(n) for n in [*names, "torch"]}
+    expected = {n for n in installed if dependencies.distribution_key(n) not in planned}
+    assert set(pinned) == expected  # every installed distribution, nothing hand-listed
+    for name in ("numpy", "typing_extensions", "pyparsing", "pydicom", "highdicom", "pip"):
+        key = next(n for n in pinned if dependencies.distribution_key(n) == name.replace("_", "-"))
+        assert pinned[key] == importlib.metadata.version(name)
+    assert "torch" not in pinned and "monai" not in pinned  # being installed: not pinned
+    assert f"The {len(plan.pinned)} packages already installed" in plan.summary()
     only_bundled = install_plan([Missing(dependencies.REQUIREMENTS[2])])  # numpy
     assert only_bundled.empty and "Reinstall Slicer" in only_bundled.summary()
     assert dependencies.version_tuple("2.13.0+cpu") == (2, 13, 0)
+    # a version pip cannot parse would make it refuse the whole constraints file: not pinned
+    odd = {"good": "1.2.3", "local": "2.13.0+cu121", "legacy": "1.0-custom", "Typing_Ext": "4.1"}
+    assert dependencies.constraints_for(["typing-ext>=4"], odd) == [
+        "good==1.2.3",
+        "local==2.13.0+cu121",
+    ]
 
 
 def test_devices_and_scan_backend_are_reported():

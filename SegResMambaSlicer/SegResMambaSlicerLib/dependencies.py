@@ -4,35 +4,38 @@ PyTorch installation is the peers' top complaint: a CUDA build that does not fit
 a CPU build replacing a working CUDA one. So PyTorch goes through the PyTorch Utils extension
 (which picks the build for the GPU and driver) and everything else through pip, after the user
 has seen the list and agreed. mamba-ssm is optional: the engine's portable scan runs without it,
-so it is reported, never required. What Slicer itself ships (numpy, SimpleITK, VTK, ...) is never
-installed or upgraded: Slicer's SimpleITK has its own IO classes and its numpy is what Slicer was
-built against, so pip gets them pinned at the versions present. Only the standard library is
-used here, because this runs exactly when the packages may be absent.
+so it is reported, never required. Nothing already installed in Slicer's Python is replaced:
+every installed distribution, read at run time, is pinned at its present version in pip's
+constraints file (Slicer's SimpleITK has its own IO classes and its numpy is what Slicer was
+built against; other extensions' packages are theirs). The DICOM SEG writer's packages are the
+command line's business and are never installed here (see ``DICOM_SEG_REQUIREMENTS``). Only the
+standard library is used here, because this runs exactly when the packages may be absent.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "DICOM_SEG_REQUIREMENTS",
     "OPTIONAL",
     "REQUIREMENTS",
     "SLICER_BUNDLED",
     "InstallPlan",
     "Missing",
     "Requirement",
+    "constraints_for",
     "describe_devices",
     "device_text",
+    "distribution_key",
     "engine_device",
     "find_missing",
-    "install_in_slicer",
     "install_plan",
+    "installed_distributions",
     "pytorch_utils_available",
     "scan_backend_text",
     "version_tuple",
@@ -69,21 +72,24 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("tqdm", "tqdm", "4.60", "progress reports"),
     Requirement("jsonschema", "jsonschema", "4.0", "checks the task and model registries"),
     Requirement("numba", "numba", "0.59", "compiles the selective scan's loop for CPUs"),
+)
+"""What the module checks and installs. With ``DICOM_SEG_REQUIREMENTS`` it is ``pyproject.toml``'s
+dependencies (a test checks it)."""
+
+DICOM_SEG_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("pydicom", "pydicom", "3.0", "reads the source series of a DICOM SEG", below="4"),
     Requirement("highdicom", "highdicom", "0.25", "writes DICOM SEG results", below="0.29"),
 )
-"""Kept equal to ``pyproject.toml``'s dependencies (a test checks it)."""
+"""Only the command line's DICOM SEG output (``-o result.dcm``) uses these, so the module never
+checks or installs them: Slicer 5.10 ships pydicom 2.4.4, which highdicom 0.25+ cannot use, and
+replacing Slicer's pydicom is not ours to do. Slicer 5.12 ships both (pydicom 3.0.2, highdicom
+0.27.0). Elsewhere the engine says what is missing when DICOM SEG output is asked for."""
 
-SLICER_BUNDLED: frozenset[str] = frozenset(
-    name.lower()
-    for name in (
-        "numpy", "scipy", "SimpleITK", "vtk", "pydicom", "pillow", "dicomweb-client",
-        "requests", "urllib3", "certifi", "idna", "charset-normalizer", "packaging", "six",
-        "pip", "setuptools", "wheel",
-    )
-)  # fmt: skip
-"""Python distributions Slicer 5.10+ ships (its SuperBuild's External_python-*.cmake,
-External_SimpleITK and External_VTK): never installed, upgraded or version-checked by us."""
+SLICER_BUNDLED: frozenset[str] = frozenset({"numpy", "simpleitk"})
+"""Those of our requirements that Slicer ships itself (checked against the requirement files of
+Slicer 5.10.0 and 5.12.3 by the tests): only their presence is checked, never their version, and
+they are never installed. What pip may not replace is not this list but everything installed,
+read at run time (:func:`installed_distributions`)."""
 
 
 def bundled_with_slicer(requirement: Requirement) -> bool:
@@ -105,6 +111,41 @@ def version_tuple(version: str) -> tuple[int, ...]:
             break
         numbers.append(int(match.group()))
     return tuple(numbers)
+
+
+def distribution_key(name: str) -> str:
+    """The name pip compares (PEP 503): ``typing_extensions`` and ``Typing-Extensions`` match."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# A public PEP 440 version with an optional local part: what a constraints file can pin. Anything
+# else (a legacy or broken version string) would make pip refuse the whole constraints file.
+_PINNABLE = re.compile(
+    r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?$", re.I
+)
+
+
+def installed_distributions() -> dict[str, str]:
+    """``{name: version}`` of every distribution installed in this Python, read now; where a
+    name is installed twice, the copy Python imports (first on ``sys.path``) counts."""
+    found: dict[str, tuple[str, str]] = {}
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").strip()
+        if name and dist.version and distribution_key(name) not in found:
+            found[distribution_key(name)] = (name, dist.version)
+    return dict(sorted(found.values(), key=lambda item: item[0].lower()))
+
+
+def constraints_for(packages: Iterable[str], installed: dict[str, str] | None = None) -> list[str]:
+    """``name==version`` for every installed distribution that ``packages`` (pip requirement
+    strings) do not name: pip may add new packages but not replace or remove anything present."""
+    installed = installed_distributions() if installed is None else installed
+    asked = {distribution_key(re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]) for spec in packages}
+    return [
+        f"{name}=={version}"
+        for name, version in installed.items()
+        if distribution_key(name) not in asked and _PINNABLE.match(version)
+    ]
 
 
 @dataclass(frozen=True)
@@ -155,17 +196,12 @@ class InstallPlan:
     torch: str | None = None
     pip: list[str] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
-    pinned: list[str] = field(default_factory=list)  # "numpy==2.2.1": what Slicer ships, as is
+    pinned: list[str] = field(default_factory=list)  # "numpy==2.2.1": what is installed, as is
     not_installable: list[Missing] = field(default_factory=list)  # bundled with Slicer, absent
 
     @property
     def empty(self) -> bool:
         return self.torch is None and not self.pip
-
-    def pip_arguments(self, constraints_file: str | os.PathLike, packages: list[str]) -> list[str]:
-        """``pip install`` arguments for ``packages`` that cannot replace what Slicer ships:
-        ``-c constraints_file`` pins each bundled package at its present version."""
-        return ["-c", str(constraints_file), *packages] if self.pinned else list(packages)
 
     def summary(self, pytorch_utils: bool = True) -> str:
         """The confirmation text shown before anything is installed."""
@@ -181,26 +217,44 @@ class InstallPlan:
         lines += [f"  - {m.describe()}" for m in self.missing]
         lines.append("")
         if self.torch:
-            how = (
-                "the PyTorch Utils extension (it picks the build that fits your GPU)"
-                if pytorch_utils
-                else "pip (install the PyTorch extension to get a build chosen for your GPU)"
-            )
-            lines.append(f"PyTorch {self.torch} will be installed by {how}.")
+            lines.append(_torch_route(self.torch, pytorch_utils))
         if self.pip:
             lines.append(f"pip will install: {' '.join(self.pip)}")
         if self.pinned:
-            names = ", ".join(p.split("==")[0] for p in self.pinned)
-            lines.append(f"Slicer's own packages stay as they are: {names}.")
+            lines.append(
+                f"The {len(self.pinned)} packages already installed (Slicer's own, such as "
+                "numpy, SimpleITK and pip, and those of other extensions) stay as they are."
+            )
         lines += ["", "This downloads several hundred MB and may take minutes. Install now?"]
         return "\n".join(lines)
 
 
-def install_plan(missing: Iterable[Missing]) -> InstallPlan:
-    """Split the missing packages between PyTorch Utils (torch) and pip (the rest); packages
-    Slicer ships are never installed, and pip gets them pinned at their present versions."""
+def _torch_route(requirement: str, pytorch_utils: bool) -> str:
+    if not pytorch_utils:
+        return (
+            f"PyTorch {requirement} will be installed by pip (install the PyTorch extension to get "
+            "a build chosen for your GPU)."
+        )
+    if importlib.util.find_spec("light_the_torch") is not None:
+        return (
+            f"PyTorch {requirement} will be installed by the PyTorch Utils extension (it picks "
+            "the build that fits your GPU)."
+        )
+    return (
+        f"PyTorch {requirement} will be installed by the PyTorch Utils extension (it picks the "
+        "build that fits your GPU), which needs light-the-torch: that is installed first, without "
+        "changing Slicer's packages. Where no light-the-torch release accepts Slicer's pip (Slicer "
+        "5.12 ships pip 26.1), PyTorch is installed by pip instead: PyPI's default build."
+    )
+
+
+def install_plan(
+    missing: Iterable[Missing], installed: dict[str, str] | None = None
+) -> InstallPlan:
+    """Split the missing packages between PyTorch Utils (torch) and pip (the rest). Packages
+    Slicer ships are never installed, and everything ``installed`` (default: read now) that the
+    plan does not install is pinned at its present version."""
     plan = InstallPlan(missing=list(missing))
-    plan.pinned = [f"{name}=={version}" for name, version in _bundled_versions()]
     for item in plan.missing:
         if bundled_with_slicer(item.requirement):
             plan.not_installable.append(item)
@@ -208,46 +262,14 @@ def install_plan(missing: Iterable[Missing]) -> InstallPlan:
             plan.torch = f">={item.requirement.minimum}"
         else:
             plan.pip.append(item.requirement.spec)
+    planned = [*plan.pip, *(["torch"] if plan.torch else [])]
+    plan.pinned = constraints_for(planned, installed)
     return plan
-
-
-def _bundled_versions() -> list[tuple[str, str]]:
-    """(distribution, version) of every installed package that Slicer ships."""
-    found = {}
-    for dist in importlib.metadata.distributions():
-        name = (dist.metadata["Name"] or "").strip()
-        if name.lower() in SLICER_BUNDLED and name.lower() not in found:
-            found[name.lower()] = (name, dist.version)
-    return sorted(found.values())
 
 
 def pytorch_utils_available() -> bool:
     """Whether Slicer's PyTorch Utils module (PyTorch extension) can be imported."""
     return importlib.util.find_spec("PyTorchUtils") is not None
-
-
-def install_in_slicer(plan: InstallPlan) -> None:
-    """Carry out ``plan`` inside Slicer: PyTorch through PyTorch Utils when it is there (it picks
-    the CUDA build that fits the driver), else pip; then the rest with one pip call."""
-    import slicer
-
-    with tempfile.TemporaryDirectory(prefix="SegResMamba-pip-") as folder:
-        constraints = os.path.join(folder, "slicer-bundled.txt")
-        with open(constraints, "w", encoding="utf-8") as file:
-            file.write("\n".join(plan.pinned) + "\n")
-        if plan.torch:
-            if pytorch_utils_available():
-                import PyTorchUtils
-
-                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                    askConfirmation=False, torchVersionRequirement=plan.torch
-                )
-                if torch is None:
-                    raise RuntimeError("PyTorch was not installed; see the PyTorch Utils module")
-            else:
-                slicer.util.pip_install(plan.pip_arguments(constraints, [f"torch{plan.torch}"]))
-        if plan.pip:
-            slicer.util.pip_install(plan.pip_arguments(constraints, plan.pip))
 
 
 def describe_devices() -> dict[str, str | None]:

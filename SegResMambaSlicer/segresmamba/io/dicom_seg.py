@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from ..errors import SegResMambaError
 from .atomic import atomic_output
+from .dicom_packages import require_dicom_seg_packages
 from .reader import dicom_series_files
 from .seg_nrrd import Segment
 from .writers import segments_for
@@ -32,7 +33,9 @@ _log = logging.getLogger("segresmamba.io")
 
 
 def check_dicom_seg_input(source: str | os.PathLike) -> None:
-    """Fail early (before the model loads) when ``source`` cannot be referenced by a DICOM SEG."""
+    """Fail early (before the model loads) when ``source`` cannot be referenced by a DICOM SEG,
+    or this Python lacks the packages that write one."""
+    require_dicom_seg_packages()
     source = Path(source)
     if not source.is_dir():
         raise SegResMambaError(
