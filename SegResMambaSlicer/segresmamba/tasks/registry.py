@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..checked_json import read_checked_json, schema_problem
 from ..errors import RegistryError, UnknownTaskError
 from ..home import user_tasks_path
 from .labelmap import Labelmap
@@ -121,18 +122,11 @@ def task_from_dict(item: dict[str, Any], source: str = "task definition") -> Tas
     checkpoint header), so it is held to the same schema and rules as the bundled tasks.
     Raises RegistryError naming ``source`` and the first problem.
     """
-    import jsonschema  # only when checking: task_names() must work without it
-
     data = {"format_version": 1, "tasks": [copy.deepcopy(item)]}
-    schema = json.loads(TASKS_SCHEMA_JSON.read_text(encoding="utf-8"))
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(data)
-    )
-    if error is not None:
-        where = "/".join(str(p) for p in list(error.absolute_path)[2:])
-        raise RegistryError(
-            f"{source} is invalid{' at ' + where if where else ''}: {error.message}"
-        )
+    problem = schema_problem(data, TASKS_SCHEMA_JSON, skip=2)
+    if problem is not None:
+        where, message = problem
+        raise RegistryError(f"{source} is invalid{' at ' + where if where else ''}: {message}")
     problems = _semantic_problems(data["tasks"][0])
     if problems:
         raise RegistryError(f"{source} is invalid: {'; '.join(problems)}")
@@ -142,21 +136,7 @@ def task_from_dict(item: dict[str, Any], source: str = "task definition") -> Tas
 @functools.lru_cache(maxsize=8)
 def _validated(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
     """Parse and check one registry file; cached per path, modification time and size."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise RegistryError(f"task registry {path} cannot be read: {error}") from None
-    except json.JSONDecodeError as error:
-        raise RegistryError(f"task registry {path} is not valid JSON: {error}") from None
-    import jsonschema  # only when checking: task_names() must work without it
-
-    schema = json.loads(TASKS_SCHEMA_JSON.read_text(encoding="utf-8"))
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(data)
-    )
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "top level"
-        raise RegistryError(f"task registry {path} is invalid at {where}: {error.message}")
+    data = read_checked_json(path, TASKS_SCHEMA_JSON, "task registry")
     problems = [p for item in data["tasks"] for p in _semantic_problems(item)]
     names = [item["name"] for item in data["tasks"]]
     problems += [f"task name {n!r} is used twice" for n in sorted(set(names)) if names.count(n) > 1]

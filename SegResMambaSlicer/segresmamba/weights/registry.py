@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
+from ..checked_json import read_checked_json
 from ..errors import ModelNotAvailableError, RegistryError, UnknownTaskError
 from ..home import home_dir, user_models_dir
 from ..tasks import get_task
@@ -161,18 +160,8 @@ def update_registry(
 
 @functools.lru_cache(maxsize=8)
 def _validated(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RegistryError(f"model registry {path} cannot be read: {error}") from None
-    schema_path = _schema_path(Path(path))
-    schema = json.loads(schema_path.read_text(encoding="utf-8"))
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(data)
-    )
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "top level"
-        raise RegistryError(f"model registry {path} is invalid at {where}: {error.message}")
+    """Parse and check the model registry; cached per path, modification time and size."""
+    data = read_checked_json(path, _schema_path(Path(path)), "model registry")
     names = [m["name"] for m in data["models"]]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
