@@ -19,7 +19,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from .process import EngineProcess, Event, engine_environment, find_python, segment_command
-from .segmentation import brats_labelmap_node, labels_to_segmentation
+from .segmentation import brats_labelmap_node, check_output_node, labels_to_segmentation
 from .volumes import array_from_volume, is_network_input, volume_to_image
 
 __all__ = [
@@ -109,6 +109,7 @@ def segment_volumes(
 
     task = get_task(task)
     check_inputs(task, input_nodes)
+    check_output_node(output_node)
     images = [volume_to_image(node) for node in input_nodes]
     checkpoint = resolve_model(task, model, progress=False)
     network, _header = load_checkpoint(checkpoint, task=task)
@@ -157,6 +158,7 @@ class SegmentationJob:
         self.scene = scene
         self.task = get_task(task)
         check_inputs(self.task, input_nodes)
+        check_output_node(output_node)
         self.input_nodes = list(input_nodes)
         self.output_node = output_node
         self.options = {"model": model, "device": device, "fast": fast, "overlap": overlap}

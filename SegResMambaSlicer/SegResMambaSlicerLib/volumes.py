@@ -51,8 +51,13 @@ def is_network_input(node) -> bool:
 
 
 def network_input_volumes(scene) -> list:
-    """The scene's volumes that can be network inputs, in the order they were added."""
+    """The scene's volumes that can be network inputs, in the order they were added.
+
+    ``GetNodesByClass`` returns a new collection that the caller owns; Python's wrapper holds
+    a second reference, so without ``UnRegister`` the collection, and every volume in it, would
+    never be freed (the panel calls this on each NodeAddedEvent)."""
     nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    nodes.UnRegister(None)
     found = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
     return [node for node in found if is_network_input(node)]
 
