@@ -200,15 +200,38 @@ class SegmentationJob:
             self.cleanup()
             raise
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    @property
+    def cancelled(self) -> bool:
+        return self.process is not None and self.process.cancelled
+
     def poll(self) -> list[Event]:
-        return self.process.poll() if self.process is not None else []
+        """Events since the last call (never blocks); after a cancel, the temporary folder goes
+        once the process has ended."""
+        if self.process is None:
+            return []
+        events = self.process.poll()
+        if self.process.cancelled and not self.process.running:
+            self.cleanup()
+        return events
 
     def cancel(self) -> None:
-        """Stop the engine and its children; nothing is added to the scene."""
-        if self.process is not None:
-            self.process.cancel()
+        """Stop the engine and its children without waiting (:meth:`poll` completes it);
+        nothing is added to the scene."""
         self.error = "cancelled; the scene is unchanged"
-        self.cleanup()
+        if self.running:
+            self.process.cancel()
+        else:
+            self.cleanup()
+
+    def kill(self) -> None:
+        """Kill the engine's process tree now (Slicer quitting); :meth:`poll` then tidies up."""
+        self.error = "cancelled; the scene is unchanged"
+        if self.process is not None:
+            self.process.kill()
 
     def finish(self):
         """After the "finished" event: the segmentation node, or None with ``error`` set."""
