@@ -134,9 +134,9 @@ def engine_environment(
     """The child's environment: ``base`` (Slicer's startup environment, else ours) with the
     module folder first on PYTHONPATH, so ``-m segresmamba`` finds the engine the module ships,
     the copy :func:`use_module_engine` makes Slicer import too (and ``-m training.train`` the
-    training code, see :func:`training_root`), and unbuffered
-    output, so progress arrives as it happens. The engine leaves one of the process's cores to
-    Slicer's interface (``SEGRESMAMBA_RESERVE_CORES``, unless already set)."""
+    training code, see :func:`training_root`), and unbuffered output, so progress arrives as it
+    happens. The engine leaves one of the process's cores to Slicer's interface
+    (``SEGRESMAMBA_RESERVE_CORES``, unless already set)."""
     env = dict(os.environ if base is None else base)
     env.setdefault("SEGRESMAMBA_RESERVE_CORES", "1")
     paths = [str(module_dir)]
