@@ -130,8 +130,9 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.teach.setup()
         self.refreshDependencies()
         self.initializeParameterNode()
-        if ENGINE_WARNING:
-            self._showError(ENGINE_WARNING)
+        if ENGINE_WARNING:  # a warning, not a failure: runs use the module's own copy
+            self.ui.errorLabel.text = ENGINE_WARNING
+            logging.warning(f"SegResMamba: {ENGINE_WARNING}")
 
     def cleanup(self) -> None:
         self._cancelJob()
