@@ -26,6 +26,7 @@ from slicer.util import VTKObservationMixin
 
 from SegResMambaSlicerLib import dependencies
 from SegResMambaSlicerLib.installer import install_and_report
+from SegResMambaSlicerLib.jobs import JobList
 from SegResMambaSlicerLib.panel import MAX_INPUTS
 from SegResMambaSlicerLib.process import (
     EngineProcess,
@@ -33,14 +34,19 @@ from SegResMambaSlicerLib.process import (
     find_python,
     imported_model_path,
     imported_task_name,
+    use_module_engine,
 )
+from SegResMambaSlicerLib.saved_choices import ChoiceGuard, extend_choices, repair_choices
 from SegResMambaSlicerLib.tasks import task_names
 from SegResMambaSlicerLib.teach_panel import TeachSection
 from SegResMambaSlicerLib.training_job import TrainingJob
+from SegResMambaSlicerLib.views import show_result, show_statistics
 
+ENGINE_WARNING = use_module_engine()  # Slicer imports the engine the child processes run
 TASK_NAMES = task_names() or ["btcv"]
 DEVICE_CHOICES = ["auto", "cpu", "gpu"]
 DEVICE_LABELS = {"auto": "auto", "cpu": "CPU", "gpu": "GPU"}
+CHOICES = {"task": TASK_NAMES, "device": DEVICE_CHOICES}  # the parameters with a Choice
 
 
 class SegResMambaSlicer(ScriptedLoadableModule):
@@ -97,6 +103,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._ready = False  # the engine's Python packages are installed
         self._devices = None
         self._shownTask = None  # the task the input selectors were filled for
+        self._choiceGuard = None  # keeps a loaded scene's task among TASK_NAMES
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._poll)
@@ -124,6 +131,9 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.teach.setup()
         self.refreshDependencies()
         self.initializeParameterNode()
+        if ENGINE_WARNING:  # a warning, not a failure: runs use the module's own copy
+            self.ui.errorLabel.text = ENGINE_WARNING
+            logging.warning(f"SegResMamba: {ENGINE_WARNING}")
 
     def cleanup(self) -> None:
         self._cancelJob()
@@ -136,6 +146,9 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._disconnect()
 
     def _disconnect(self) -> None:
+        if self._choiceGuard is not None:
+            self._choiceGuard.remove()
+            self._choiceGuard = None
         if self._parameterNode:
             if self._parameterNodeGuiTag is not None:
                 self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
@@ -156,12 +169,17 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         self.autoFillInputs()
+        if self.logic.notice:  # the scene named a task this computer lacks
+            self.ui.statusLabel.text = self.logic.notice
 
     def setParameterNode(self, parameterNode) -> None:
         self._disconnect()
         self._parameterNode = parameterNode
         self._shownTask = None  # keep the inputs a loaded scene restores
         if self._parameterNode:
+            self._choiceGuard = ChoiceGuard(
+                parameterNode.parameterNode, CHOICES, self._showChoiceNotice
+            )
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
             self._labelChoices()
@@ -177,18 +195,11 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def autoFillInputs(self) -> None:
         """Fill empty input selectors from the loaded volumes' names (BraTS: t1c -> T1Gd ...)."""
-        if not self._parameterNode or not self._ready:
-            return
-        from SegResMambaSlicerLib.tasks import match_volumes
-        from SegResMambaSlicerLib.volumes import network_input_volumes
+        if self._parameterNode and self._ready:
+            from SegResMambaSlicerLib.volumes import fill_empty_inputs
 
-        task = self.logic.task(self._parameterNode.task)
-        volumes = network_input_volumes(slicer.mrmlScene)  # no labelmap, RGB, tensor or DWI
-        matched = match_volumes(task, [node.GetName() for node in volumes])
-        for index, spec in enumerate(task.inputs):
-            name = f"inputVolume{index}"
-            if getattr(self._parameterNode, name) is None and spec.name in matched:
-                setattr(self._parameterNode, name, volumes[matched[spec.name]])
+            task = self.logic.task(self._parameterNode.task)
+            fill_empty_inputs(self._parameterNode, task, slicer.mrmlScene)
 
     def updateGui(self, caller=None, event=None) -> None:
         """Copy the Lib's decisions (``panel_state``) into the widgets."""
@@ -326,8 +337,11 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 return
             self._start(job, f"Importing {path}...", "the model import")
 
+    def _showChoiceNotice(self, message: str) -> None:  # logged by the guard
+        self.ui.statusLabel.text = message
+
     def _start(self, job, message: str, kind: str = "segmentation") -> None:
-        self._job = job
+        self._job = self.logic.jobs.add(job)  # stopped when Slicer quits
         self._jobKind = kind
         self.ui.errorLabel.text = ""
         self.ui.logText.appendPlainText(message)
@@ -337,10 +351,13 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.updateGui()
 
     def _poll(self) -> None:
-        """Called by the timer: forward the child's output, finish when it has ended."""
+        """Called by the timer: forward the child's output, finish when it has ended, and
+        complete the kill of cancelled jobs."""
+        self.logic.jobs.tick()
         job = self._job
         if job is None:
-            self._timer.stop()
+            if not self.logic.jobs.stopping:
+                self._timer.stop()
             return
         for event in job.poll():
             if event.kind == "log":
@@ -403,7 +420,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         """A model of the user's own task was imported: list its task and select it."""
         if not name:
             return
-        TASK_NAMES.extend(n for n in task_names() if n not in TASK_NAMES)  # the Choice's list
+        extend_choices(TASK_NAMES, task_names())  # the Choice's own list
         self.setParameterNode(self._parameterNode)  # reconnect: the selector gets the new names
         for index in range(self.ui.taskSelector.count, len(TASK_NAMES)):
             self.ui.taskSelector.addItem(TASK_NAMES[index])
@@ -414,10 +431,9 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             logging.warning(f"SegResMamba: restart Slicer to select task {name}: {error}")
 
     def _cancelJob(self) -> None:
-        if self._job is not None:
-            self._job.cancel()  # training: its process tree is killed, the last state kept
+        if self._job is not None:  # at once; the timer completes the kill (training: waits)
+            self.logic.jobs.cancel(self._job)
             self._job, self._jobKind = None, ""
-            self._timer.stop()
             self.ui.progressBar.value = 0
             self.updateGui()
 
@@ -432,8 +448,18 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 class SegResMambaSlicerLogic(ScriptedLoadableModuleLogic):
     """What the module does, callable from scripts without the widget."""
 
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.jobs = JobList()  # what this logic started, stopped when Slicer quits
+        self.notice = ""  # what getParameterNode changed in a loaded scene, for the user
+        slicer.app.aboutToQuit.connect(self.jobs.stop_all)
+
     def getParameterNode(self):
-        return SegResMambaSlicerParameterNode(super().getParameterNode())
+        """The module's parameters; a saved task this computer lacks is replaced (``notice``)."""
+        node = super().getParameterNode()
+        extend_choices(TASK_NAMES, task_names())  # imported since Slicer started
+        self.notice = "; ".join(repair_choices(node, CHOICES))  # and logged
+        return SegResMambaSlicerParameterNode(node)
 
     def task(self, name: str):
         from segresmamba.tasks import get_task
@@ -474,49 +500,22 @@ class SegResMambaSlicerLogic(ScriptedLoadableModuleLogic):
             environment=self._environment(),
         )
         job.start()
-        return job
+        return self.jobs.add(job)
 
     def modelCommand(self, action: str, argument: str) -> EngineProcess:
         """``segresmamba models download NAME`` or ``models import FILE`` in a child process."""
         command = [self._python(), "-m", "segresmamba", "models", action, str(argument)]
         process = EngineProcess(command, env=self._environment())
         process.start()
-        return process
+        return self.jobs.add(process)
 
     def showStatistics(self, node, reference, task) -> list:
-        """Show the result's statistics table (the command line's ``--statistics`` columns,
-        measured by Segment Statistics) beside the views; returns its rows, or [] with a warning
-        when they cannot be computed."""
-        from SegResMambaSlicerLib.statistics import (
-            result_statistics,
-            segment_statistics_logic,
-            statistics_table_node,
-        )
-
-        try:
-            logic = segment_statistics_logic()  # Slicer's own measures where the module is loaded
-            rows = result_statistics(slicer.mrmlScene, node, reference, task, logic=logic)
-        except Exception as error:  # statistics must never cost the user the segmentation
-            logging.warning(f"SegResMamba: no statistics for {node.GetName()}: {error}")
-            return []
-        source = "engine" if logic is None else "Segment Statistics"
-        name = f"{node.GetName()} statistics"
-        table = statistics_table_node(slicer.mrmlScene, rows, name, source=source)
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager:
-            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
-            selection = slicer.app.applicationLogic().GetSelectionNode()
-            selection.SetActiveTableID(table.GetID())
-            slicer.app.applicationLogic().PropagateTableSelection()
-        return rows
+        """The result's statistics table beside the views; its rows, [] when unavailable."""
+        return show_statistics(node, reference, task)
 
     def showResult(self, node, reference) -> None:
         """Show the segmentation over its input in the slice views and as surfaces in 3D."""
-        slicer.util.setSliceViewerLayers(background=reference, fit=True)
-        node.CreateClosedSurfaceRepresentation()
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager and layoutManager.threeDWidget(0):
-            layoutManager.threeDWidget(0).threeDView().resetFocalPoint()
+        show_result(node, reference)
 
 
 class SegResMambaSlicerTest(ScriptedLoadableModuleTest):

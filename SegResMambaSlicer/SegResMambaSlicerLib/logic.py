@@ -19,7 +19,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from .process import EngineProcess, Event, engine_environment, find_python, segment_command
-from .segmentation import brats_labelmap_node, labels_to_segmentation
+from .segmentation import brats_labelmap_node, check_output_node, labels_to_segmentation
 from .volumes import array_from_volume, is_network_input, volume_to_image
 
 __all__ = [
@@ -109,6 +109,7 @@ def segment_volumes(
 
     task = get_task(task)
     check_inputs(task, input_nodes)
+    check_output_node(output_node)
     images = [volume_to_image(node) for node in input_nodes]
     checkpoint = resolve_model(task, model, progress=False)
     network, _header = load_checkpoint(checkpoint, task=task)
@@ -157,6 +158,7 @@ class SegmentationJob:
         self.scene = scene
         self.task = get_task(task)
         check_inputs(self.task, input_nodes)
+        check_output_node(output_node)
         self.input_nodes = list(input_nodes)
         self.output_node = output_node
         self.options = {"model": model, "device": device, "fast": fast, "overlap": overlap}
@@ -198,15 +200,38 @@ class SegmentationJob:
             self.cleanup()
             raise
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    @property
+    def cancelled(self) -> bool:
+        return self.process is not None and self.process.cancelled
+
     def poll(self) -> list[Event]:
-        return self.process.poll() if self.process is not None else []
+        """Events since the last call (never blocks); after a cancel, the temporary folder goes
+        once the process has ended."""
+        if self.process is None:
+            return []
+        events = self.process.poll()
+        if self.process.cancelled and not self.process.running:
+            self.cleanup()
+        return events
 
     def cancel(self) -> None:
-        """Stop the engine and its children; nothing is added to the scene."""
-        if self.process is not None:
-            self.process.cancel()
+        """Stop the engine and its children without waiting (:meth:`poll` completes it);
+        nothing is added to the scene."""
         self.error = "cancelled; the scene is unchanged"
-        self.cleanup()
+        if self.running:
+            self.process.cancel()
+        else:
+            self.cleanup()
+
+    def kill(self) -> None:
+        """Kill the engine's process tree now (Slicer quitting); :meth:`poll` then tidies up."""
+        self.error = "cancelled; the scene is unchanged"
+        if self.process is not None:
+            self.process.kill()
 
     def finish(self):
         """After the "finished" event: the segmentation node, or None with ``error`` set."""

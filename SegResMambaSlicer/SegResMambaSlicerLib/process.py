@@ -10,7 +10,7 @@ tested with plain pytest and real subprocesses.
 from __future__ import annotations
 
 import codecs
-import json
+import importlib.util
 import os
 import queue
 import re
@@ -23,6 +23,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .progress import ProgressState, ProgressTracker, format_duration, parse_progress
 
 __all__ = [
     "EngineProcess",
@@ -38,6 +40,7 @@ __all__ = [
     "parse_progress",
     "segment_command",
     "training_root",
+    "use_module_engine",
 ]
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
@@ -45,23 +48,6 @@ MODULE_DIR = Path(__file__).resolve().parents[1]
 very files Slicer loaded."""
 
 _LINE_BREAK = re.compile(r"(\r\n|\n|\r)")
-
-
-@dataclass(frozen=True)
-class ProgressState:
-    """Where a run stands: stage name, overall fraction 0..1 and, once measurable, seconds left."""
-
-    stage: str
-    fraction: float
-    elapsed_s: float
-    eta_s: float | None = None
-
-    def describe(self) -> str:
-        """``segmenting 42% - about 1 min 10 s left``: the text under the progress bar."""
-        text = f"{self.stage} {100 * self.fraction:.0f}%"
-        if self.eta_s is not None and self.fraction < 1.0:
-            text += f" - about {format_duration(self.eta_s)} left"
-        return text
 
 
 @dataclass(frozen=True)
@@ -81,71 +67,16 @@ class Event:
     data: Mapping | None = None  # "progress": the whole JSON line (training adds step, loss...)
 
 
-def format_duration(seconds: float) -> str:
-    """``45 s``, ``3 min 5 s``, ``1 h 2 min``: short and without false precision."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s" if minutes < 10 and seconds else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
-def parse_progress(line: str) -> dict | None:
-    """The dict of a ``--progress-json`` line, or None for any other line."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("event") != "progress":
-        return None
-    try:
-        data["fraction"] = min(1.0, max(0.0, float(data.get("fraction", 0.0))))
-        data["elapsed_s"] = float(data.get("elapsed_s", 0.0))
-    except (TypeError, ValueError):
-        return None
-    data["stage"] = str(data.get("stage", ""))
-    return data
-
-
-class ProgressTracker:
-    """Turns (stage, fraction, elapsed) reports into an ETA.
-
-    The rate is measured from the first report of the main stage ("segmenting") on, so the
-    model-loading pause does not distort it, and no ETA is given before 2 % of that stage (a
-    guess from one window would mislead more than no number).
-    """
-
-    def __init__(self, main_stage: str = "segmenting") -> None:
-        self.main_stage = main_stage
-        self.anchor: tuple[float, float] | None = None  # (elapsed, fraction) at main-stage start
-
-    def update(self, stage: str, fraction: float, elapsed_s: float) -> ProgressState:
-        eta = None
-        if stage == self.main_stage and self.anchor is None:
-            self.anchor = (elapsed_s, fraction)
-        if self.anchor is not None:
-            done = fraction - self.anchor[1]
-            spent = elapsed_s - self.anchor[0]
-            if done >= 0.02 and spent > 0:
-                eta = spent / done * (1.0 - fraction)
-        return ProgressState(stage, fraction, elapsed_s, eta)
-
-
 def find_python(slicer_home: str | os.PathLike | None = None) -> str:
     """The Python that runs the engine: Slicer's ``PythonSlicer`` (in ``<slicer_home>/bin``, else
-    on PATH). Inside Slicer ``sys.executable`` is the Slicer application itself, so there is no
-    fallback: FileNotFoundError names where it looked. Outside Slicer (``slicer_home`` None, a
-    plain interpreter) it is this interpreter."""
+    on PATH). Slicer sets ``sys.executable`` to PythonSlicer too, as found on PATH at startup
+    (empty when not found; qSlicerCoreApplication), so inside Slicer it is the last resort, and
+    FileNotFoundError names where it looked when that is empty or not PythonSlicer. Outside
+    Slicer (``slicer_home`` None, a plain interpreter) it is this interpreter."""
     names = ("PythonSlicer.exe", "PythonSlicer") if sys.platform == "win32" else ("PythonSlicer",)
-    inside_slicer = slicer_home is not None or Path(sys.executable).stem.lower().startswith(
-        "slicer"
-    )
+    executable = Path(sys.executable) if sys.executable else None
+    stem = executable.stem.lower() if executable is not None else ""
+    inside_slicer = slicer_home is not None or stem.startswith("slicer") or stem == "pythonslicer"
     places = [Path(slicer_home) / "bin"] if slicer_home is not None else []
     for name in names:
         for folder in places:
@@ -154,7 +85,7 @@ def find_python(slicer_home: str | os.PathLike | None = None) -> str:
         found = shutil.which(name)
         if found:
             return found
-    if not inside_slicer:
+    if executable is not None and (not inside_slicer or stem == "pythonslicer"):
         return sys.executable
     where = " and ".join([*(str(folder) for folder in places), "the folders on PATH"])
     raise FileNotFoundError(
@@ -163,14 +94,49 @@ def find_python(slicer_home: str | os.PathLike | None = None) -> str:
     )
 
 
+def use_module_engine(module_dir: str | os.PathLike = MODULE_DIR) -> str:
+    """Make this Python import the engine from the module folder, as the child does.
+
+    Slicer appends a module's folder to ``sys.path``, while the child gets it first on
+    PYTHONPATH (:func:`engine_environment`), so a copy installed elsewhere (``pip install
+    segresmamba`` into Slicer, another checkout) would run in Slicer and the module folder's in
+    the child. The module folder's package is imported under the name ``segresmamba`` here too.
+    Returns "" or, when another copy was imported already and cannot be replaced, a warning
+    naming both folders."""
+    own = (Path(module_dir) / "segresmamba").resolve()
+    loaded = sys.modules.get("segresmamba")
+    if loaded is not None:
+        found = Path(getattr(loaded, "__file__", "") or ".").resolve().parent
+        if found == own:
+            return ""
+        return (
+            f"Slicer has already imported another copy of the SegResMamba engine ({found}), "
+            f"while segmentations run with the module's own ({own}); uninstall the other copy "
+            "(pip uninstall segresmamba) and restart Slicer"
+        )
+    spec = importlib.util.find_spec("segresmamba")
+    if spec is not None and spec.origin and Path(spec.origin).resolve().parent == own:
+        return ""
+    spec = importlib.util.spec_from_file_location(
+        "segresmamba", own / "__init__.py", submodule_search_locations=[str(own)]
+    )
+    if spec is None or spec.loader is None or not (own / "__init__.py").is_file():
+        return f"the SegResMamba engine is missing from the module folder ({own})"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["segresmamba"] = module
+    spec.loader.exec_module(module)
+    return ""
+
+
 def engine_environment(
     base: Mapping[str, str] | None = None, module_dir: str | os.PathLike = MODULE_DIR
 ) -> dict[str, str]:
     """The child's environment: ``base`` (Slicer's startup environment, else ours) with the
-    module folder first on PYTHONPATH, so ``-m segresmamba`` finds the engine the module ships
-    (and ``-m training.train`` the training code, see :func:`training_root`), and unbuffered
-    output, so progress arrives as it happens. The engine leaves one of the process's cores to
-    Slicer's interface (``SEGRESMAMBA_RESERVE_CORES``, unless already set)."""
+    module folder first on PYTHONPATH, so ``-m segresmamba`` finds the engine the module ships,
+    the copy :func:`use_module_engine` makes Slicer import too (and ``-m training.train`` the
+    training code, see :func:`training_root`), and unbuffered output, so progress arrives as it
+    happens. The engine leaves one of the process's cores to Slicer's interface
+    (``SEGRESMAMBA_RESERVE_CORES``, unless already set)."""
     env = dict(os.environ if base is None else base)
     env.setdefault("SEGRESMAMBA_RESERVE_CORES", "1")
     paths = [str(module_dir)]
@@ -252,7 +218,8 @@ class EngineProcess:
 
     ``start()`` launches it; ``poll()`` returns the events since the last call without blocking;
     ``cancel()`` ends the whole process tree (PythonSlicer is a launcher whose child does the
-    work, so killing one pid is not enough). ``log`` keeps every line for the log pane and
+    work, so killing one pid is not enough) without blocking either: later polls finish the
+    kill, and ``stop()`` waits for it. ``log`` keeps every line for the log pane and
     ``error_message`` the engine's one-line ``error: ...`` for the UI. ``main_stage`` is the
     progress stage whose rate gives the ETA ("segmenting", or "training" for a training run).
     """
@@ -276,6 +243,8 @@ class EngineProcess:
         self._queue: queue.Queue = queue.Queue()
         self._reader: threading.Thread | None = None
         self._finished_reported = False
+        self._eof = False
+        self._kill_at: float | None = None  # after a cancel: when poll() kills what is left
 
     @property
     def running(self) -> bool:
@@ -328,22 +297,24 @@ class EngineProcess:
         self._queue.put(("eof", ""))
 
     def poll(self) -> list[Event]:
-        """Events since the last call (never blocks); "finished" comes once, after all output."""
+        """Events since the last call (never blocks); "finished" comes once, after all output
+        and the process's end. After a cancel, it also completes the kill."""
+        self._finish_kill()
         events: list[Event] = []
-        eof = False
         while True:
             try:
                 kind, text = self._queue.get_nowait()
             except queue.Empty:
                 break
             if kind == "eof":
-                eof = True
+                self._eof = True
             elif kind == "status":
                 if text.strip():
                     events.append(Event("status", text.strip()))
             else:
                 events.append(self._line_event(text))
-        if eof and self._process is not None and not self._finished_reported:
+        ended = self._process is not None and self._process.poll() is not None
+        if self._eof and ended and not self._finished_reported:
             self.returncode = self._process.wait()
             self._finished_reported = True
             events.append(Event("finished", returncode=self.returncode))
@@ -373,29 +344,50 @@ class EngineProcess:
         return events
 
     def cancel(self, grace_s: float = 3.0) -> None:
-        """End the process tree: a polite terminate first, a kill after ``grace_s`` seconds."""
+        """Start ending the process tree and return at once, so the UI thread never waits: a
+        polite terminate now; :meth:`poll` (the UI's timer) kills the whole group once the
+        launcher has gone or ``grace_s`` seconds have passed. "finished" follows."""
         process = self._process
-        if process is None or process.poll() is not None:
+        if process is None or self._finished_reported or self.cancelled:
             return
-        self.cancelled = True
-        if sys.platform == "win32":
-            subprocess.run(
+        self.cancelled = True  # also when it has just ended: its result is not wanted
+        if process.poll() is not None:
+            self._kill_at = time.monotonic()  # the group may outlive the launcher
+        elif sys.platform == "win32":
+            subprocess.Popen(  # /F: forced at once; not waited for
                 ["taskkill", "/T", "/F", "/PID", str(process.pid)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                check=False,
+                creationflags=subprocess.CREATE_NO_WINDOW,
             )
         else:
             _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
+            self._kill_at = time.monotonic() + grace_s
+
+    def kill(self) -> None:
+        """Kill the whole process tree now, without the grace time (Slicer quitting)."""
+        self.cancel(grace_s=0.0)
+        if not self._finished_reported:
+            self._kill_at = time.monotonic()
+            self._finish_kill()
+
+    def stop(self, grace_s: float = 3.0) -> None:
+        """Cancel and wait until the process tree has gone (Slicer quitting, scripts)."""
+        self.cancel(grace_s)
+        try:
+            self.wait(timeout=grace_s + 5.0)
+        except TimeoutError:
+            pass
+
+    def _finish_kill(self) -> None:
+        process = self._process
+        if self._kill_at is None or process is None:
+            return
+        if process.poll() is not None or time.monotonic() >= self._kill_at:
             # the launcher may be gone while its child still runs: kill the group regardless
-            _signal_group(process.pid, signal.SIGKILL)
-        self.returncode = process.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=grace_s)
+            if sys.platform != "win32":
+                _signal_group(process.pid, signal.SIGKILL)
+            self._kill_at = None
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .segmentation import _export_segment
+from .segmentation import _export_segment, temporary_labelmap
 from .volumes import geometry_from_matrix, ijk_to_world, volume_to_image
 
 __all__ = [
@@ -80,14 +80,11 @@ def scene_label_source(scene, segmentation_node, reference_node):
 
     segmentation = segmentation_node.GetSegmentation()
     ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-    labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "export (temporary)")
-    try:
+    with temporary_labelmap(scene) as labelmap_node:
         masks = [
             _export_segment(scene, segmentation_node, segment_id, reference_node, labelmap_node)
             for segment_id in ids
         ]
-    finally:
-        scene.RemoveNode(labelmap_node)
     if not masks:
         dims = reference_node.GetImageData().GetDimensions()
         masks = [np.zeros(dims[::-1], bool)]  # no segment: the engine refuses it as empty

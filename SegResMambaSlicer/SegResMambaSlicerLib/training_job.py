@@ -312,7 +312,7 @@ class TrainingJob:
             return
         self.cancelled = True
         if self.process is not None:
-            self.process.cancel()
+            self.process.stop()  # waits: the kill must end before the files are tidied
         remove_temporary_files(self.record.folder)
         self.error_message = "cancelled; resume continues from the last saved step"
         self._end(self.process.returncode if self.process and self.process.returncode else 130)

@@ -19,6 +19,7 @@ __all__ = [
     "LPS_TO_RAS",
     "NOT_NETWORK_INPUTS",
     "array_from_volume",
+    "fill_empty_inputs",
     "geometry_from_matrix",
     "ijk_to_world",
     "image_to_volume_node",
@@ -51,10 +52,28 @@ def is_network_input(node) -> bool:
 
 
 def network_input_volumes(scene) -> list:
-    """The scene's volumes that can be network inputs, in the order they were added."""
+    """The scene's volumes that can be network inputs, in the order they were added.
+
+    ``GetNodesByClass`` returns a new collection that the caller owns; Python's wrapper holds
+    a second reference, so without ``UnRegister`` the collection, and every volume in it, would
+    never be freed (the panel calls this on each NodeAddedEvent)."""
     nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    nodes.UnRegister(None)
     found = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
     return [node for node in found if is_network_input(node)]
+
+
+def fill_empty_inputs(parameters, task, scene) -> None:
+    """Fill the panel's empty input selectors (``inputVolume0``...) from the scene's volumes,
+    matched to the task's inputs by name (BraTS: t1c -> T1Gd ...)."""
+    from .tasks import match_volumes
+
+    volumes = network_input_volumes(scene)  # no labelmap, RGB, tensor or DWI
+    matched = match_volumes(task, [node.GetName() for node in volumes])
+    for index, spec in enumerate(task.inputs):
+        name = f"inputVolume{index}"
+        if getattr(parameters, name) is None and spec.name in matched:
+            setattr(parameters, name, volumes[matched[spec.name]])
 
 
 def _to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
