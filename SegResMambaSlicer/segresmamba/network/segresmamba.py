@@ -48,7 +48,8 @@ class SegResMamba(nn.Module):
         second_tom: the full-resolution ToM at the end of each CMMB (default on, as the paper).
         tom_residual: LayerNorm and residual around each ToM (default on).
         d_state, d_conv, expand: Mamba's state size, conv1d kernel and inner expansion.
-        scan_backend: force the selective-scan backend ("torch" or "cuda"); None picks the best.
+        scan_backend: force the selective-scan backend ("torch", "numba", "triton" or "cuda",
+            see :func:`segresmamba.scan.resolve_backend`); None picks the best for the device.
     """
 
     def __init__(
