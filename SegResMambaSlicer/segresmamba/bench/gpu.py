@@ -187,9 +187,9 @@ def run_gpu_bench(
             log(f"bench:   {json.dumps(row)}")
             run["results"].append(row)
     if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".json.part")
-        partial.write_text(json.dumps(run, indent=1) + "\n")
-        partial.replace(target)
+        from ..io.atomic import atomic_output
+
+        with atomic_output(target, overwrite=True) as temporary:
+            temporary.write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
         log(f"bench: wrote {target}")
     return run

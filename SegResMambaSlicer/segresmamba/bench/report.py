@@ -11,7 +11,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 from .models import REFERENCE_MODEL
@@ -126,17 +125,11 @@ def write_json(path: Path, data: dict, overwrite: bool = False) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the docs private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The engine's one atomic write (``io.atomic``): the docs never hold a half-written file."""
+    from ..io.atomic import atomic_output
+
+    with atomic_output(path, overwrite=True) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def _num(value, fmt: str, scale: float = 1.0) -> str:
