@@ -22,6 +22,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (the test extra) is n
 import vtk  # noqa: E402
 
 from segresmamba.io import terminology_entry  # noqa: E402
+from segresmamba.io.affine import affine_to_grid  # noqa: E402
 from segresmamba.tasks import get_task  # noqa: E402
 from SegResMambaSlicerLib.headless import HeadlessSlicer, load_volume  # noqa: E402
 from SegResMambaSlicerLib.logic import SegmentationJob, segment_volumes  # noqa: E402
@@ -34,7 +35,6 @@ from SegResMambaSlicerLib.segmentation import (  # noqa: E402
 from SegResMambaSlicerLib.selftest import check_phantom  # noqa: E402
 from SegResMambaSlicerLib.tasks import match_volumes  # noqa: E402
 from SegResMambaSlicerLib.volumes import (  # noqa: E402
-    geometry_from_matrix,
     ijk_to_world,
     image_to_volume_node,
     volume_to_image,
@@ -145,7 +145,7 @@ def test_segments_equal_the_command_line_output_voxel_for_voxel(ct_case, tiny_mo
     task = get_task("phantom")
     expected = sitk.GetArrayFromImage(cli)
     assert len(np.unique(expected)) > 2, "an all-one-label result would prove nothing"
-    origin, spacing, direction = geometry_from_matrix(ijk_to_world(node))
+    spacing, origin, direction = affine_to_grid(ijk_to_world(node))
     np.testing.assert_allclose(cli.GetOrigin(), origin, atol=1e-9)
     np.testing.assert_allclose(cli.GetSpacing(), spacing, atol=1e-12)
     np.testing.assert_allclose(cli.GetDirection(), direction, atol=1e-12)

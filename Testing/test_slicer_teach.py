@@ -24,17 +24,16 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer", reason="slicer-core (the test extra) is not installed")
 
 from segresmamba.datasets import CaseExistsError, DatasetError, check_cases, load_dataset  # noqa: E402
+from segresmamba.io.affine import LPS_TO_RAS, itk_affine_ras  # noqa: E402
 from segresmamba.io.seg_nrrd import terminology_entry  # noqa: E402
 from segresmamba.phantom import rotation_matrix  # noqa: E402
 from segresmamba.tasks import Code, Terminology  # noqa: E402
 from SegResMambaSlicerLib.headless import HeadlessSlicer, load_volume  # noqa: E402
 from SegResMambaSlicerLib.teach import add_scene_case, default_case_id  # noqa: E402
 from SegResMambaSlicerLib.volumes import (  # noqa: E402
-    LPS_TO_RAS,
     array_from_volume,
     ijk_to_world,
     image_to_volume_node,
-    matrix_from_image,
     oriented_image,
     vtk_matrix,
 )
@@ -140,7 +139,7 @@ def written(folder: Path, case: str, channel: int | None = None) -> sitk.Image:
 
 def assert_on_node_grid(image: sitk.Image, node) -> None:
     """The file's IJK-to-RAS matrix is the node's (NIfTI keeps float32 precision)."""
-    np.testing.assert_allclose(matrix_from_image(image), ijk_to_world(node), atol=2e-4)
+    np.testing.assert_allclose(itk_affine_ras(image), ijk_to_world(node), atol=2e-4)
 
 
 def test_an_oblique_case_is_written_where_slicer_shows_it(crop, home):

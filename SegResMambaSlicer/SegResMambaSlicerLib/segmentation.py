@@ -21,7 +21,6 @@ from vtk.util import numpy_support
 
 from .volumes import (
     _to_numpy,
-    geometry_from_matrix,
     ijk_to_world,
     image_to_volume_node,
     oriented_image,
@@ -272,15 +271,12 @@ def _set_reference_geometry(node, ijk_to_ras: np.ndarray, dims) -> None:
 def brats_labelmap_node(scene, regions: sitk.Image | np.ndarray, task, reference_node, name: str):
     """The combined BraTS labelmap (1 necrotic core, 2 edema, 3 enhancing; BraTS 2023) as a
     labelmap volume with a colour table naming the labels, for users who save BraTS files."""
+    from segresmamba.io.affine import set_grid
     from segresmamba.tasks import get_task
 
     task = get_task(task)
     labelmap = task.labelmap.from_regions(_layers(regions, task), "2023")
-    image = sitk.GetImageFromArray(labelmap)
-    origin, spacing, direction = geometry_from_matrix(ijk_to_world(reference_node))
-    image.SetOrigin(origin)
-    image.SetSpacing(spacing)
-    image.SetDirection(direction)
+    image = set_grid(sitk.GetImageFromArray(labelmap), ijk_to_world(reference_node))
     node = image_to_volume_node(scene, image, name, labelmap=True)
     colors = scene.AddNewNodeByClass("vtkMRMLColorTableNode", f"{name} colours")
     colors.SetTypeToUser()

@@ -110,12 +110,13 @@ def check_phantom(
     untrained test models; ``seed``/``size`` default to the demo's phantom.
     """
     from segresmamba.demo import DEMO_TASK, demo_checkpoint, dice_per_label
+    from segresmamba.io.affine import itk_affine_ras
     from segresmamba.phantom import DEMO_SEED, make_phantom
     from segresmamba.tasks import get_task
 
     from .logic import segment_volumes
     from .segmentation import segmentation_to_labels
-    from .volumes import ijk_to_world, image_to_volume_node, matrix_from_image
+    from .volumes import ijk_to_world, image_to_volume_node
 
     task = get_task(DEMO_TASK)
     kwargs = {"size": tuple(size)} if size is not None else {}
@@ -135,7 +136,7 @@ def check_phantom(
     expected = [label.name for label in task.foreground_labels]
     if names != expected:
         problems.append(f"segments {names}, expected {expected}")
-    if not np.allclose(ijk_to_world(volume), matrix_from_image(ct), atol=1e-9):
+    if not np.allclose(ijk_to_world(volume), itk_affine_ras(ct), atol=1e-9):
         problems.append("the CT volume node does not have the phantom's geometry")
     if segmentation.GetNumberOfSegments():
         problems += _grid_problems(segmentation.GetNthSegment(0), volume)

@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .segmentation import _export_segment, temporary_labelmap
-from .volumes import geometry_from_matrix, ijk_to_world, volume_to_image
+from .volumes import ijk_to_world, volume_to_image
 
 __all__ = [
     "add_scene_case",
@@ -76,6 +76,7 @@ def scene_label_source(scene, segmentation_node, reference_node):
     """The segments of ``segmentation_node`` on ``reference_node``'s grid, with their names,
     colours and terminology codes, as the engine's LabelSource (segment order kept)."""
     from segresmamba.datasets import LabelSource, SegmentInfo
+    from segresmamba.io.affine import set_grid
     from segresmamba.io.seg_nrrd import parse_terminology_entry
 
     segmentation = segmentation_node.GetSegmentation()
@@ -97,10 +98,7 @@ def scene_label_source(scene, segmentation_node, reference_node):
         infos.append(SegmentInfo(segment.GetName().strip(), color, codes, layer, value))
     array = layers[0] if len(layers) == 1 else np.stack(layers, axis=-1)
     image = sitk.GetImageFromArray(array, isVector=len(layers) > 1)
-    origin, spacing, direction = geometry_from_matrix(ijk_to_world(reference_node))
-    image.SetOrigin(origin)
-    image.SetSpacing(spacing)
-    image.SetDirection(direction)
+    set_grid(image, ijk_to_world(reference_node))
     return LabelSource(image, tuple(infos), f"segmentation {segmentation_node.GetName()!r}")
 
 

@@ -4,7 +4,7 @@ Slicer keeps a volume's geometry in its IJK-to-RAS matrix (the image data itself
 spacing 1) and may place it under a parent transform; ITK and the engine use an LPS origin,
 spacing and direction. Getting this wrong is how a segmentation ends up mirrored or shifted on
 oblique or flipped scans (a common complaint about the peers), so every conversion goes through
-:func:`ijk_to_world` and :func:`geometry_from_matrix`, and the tests check them on oblique,
+:func:`ijk_to_world` and the engine's :mod:`segresmamba.io.affine`, and the tests check them on oblique,
 flipped and transformed volumes.
 """
 
@@ -16,22 +16,18 @@ import vtk
 from vtk.util import numpy_support
 
 __all__ = [
-    "LPS_TO_RAS",
     "NOT_NETWORK_INPUTS",
     "array_from_volume",
     "fill_empty_inputs",
-    "geometry_from_matrix",
     "ijk_to_world",
     "image_to_volume_node",
     "is_network_input",
-    "matrix_from_image",
     "network_input_volumes",
     "oriented_image",
     "volume_to_image",
     "vtk_matrix",
 ]
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Flips x and y: LPS (ITK, DICOM) <-> RAS (Slicer); its own inverse."""
 
 
@@ -111,26 +107,6 @@ def ijk_to_world(node) -> np.ndarray:
     return matrix
 
 
-def geometry_from_matrix(ijk_to_ras: np.ndarray) -> tuple[tuple, tuple, tuple]:
-    """(origin, spacing, direction) in ITK's LPS convention from an IJK-to-RAS matrix."""
-    lps = LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=float)
-    axes = lps[:3, :3]
-    spacing = np.linalg.norm(axes, axis=0)
-    if np.any(spacing <= 0):
-        raise ValueError("the volume's IJK-to-RAS matrix has a zero-length voxel axis")
-    direction = axes / spacing
-    return tuple(lps[:3, 3]), tuple(spacing), tuple(direction.ravel())
-
-
-def matrix_from_image(image: sitk.Image) -> np.ndarray:
-    """The IJK-to-RAS matrix of a SimpleITK image (the inverse of :func:`geometry_from_matrix`)."""
-    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = direction * np.array(image.GetSpacing(), dtype=float)
-    lps[:3, 3] = image.GetOrigin()
-    return LPS_TO_RAS @ lps
-
-
 def array_from_volume(node, copy: bool = True) -> np.ndarray:
     """The node's voxels as a (k, j, i) array (slices first, as SimpleITK orders): a copy, or
     with ``copy=False`` a read-only view for a quick look that must not outlive the node."""
@@ -154,12 +130,9 @@ def array_from_volume(node, copy: bool = True) -> np.ndarray:
 
 def volume_to_image(node) -> sitk.Image:
     """The volume as a SimpleITK image with its world geometry (parent transform included)."""
-    image = sitk.GetImageFromArray(array_from_volume(node))
-    origin, spacing, direction = geometry_from_matrix(ijk_to_world(node))
-    image.SetOrigin(origin)
-    image.SetSpacing(spacing)
-    image.SetDirection(direction)
-    return image
+    from segresmamba.io.affine import set_grid
+
+    return set_grid(sitk.GetImageFromArray(array_from_volume(node)), ijk_to_world(node))
 
 
 def image_to_volume_node(scene, image: sitk.Image, name: str, labelmap: bool = False):
@@ -174,7 +147,9 @@ def image_to_volume_node(scene, image: sitk.Image, name: str, labelmap: bool = F
     target = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
     target[:] = array.ravel()
     node.SetAndObserveImageData(image_data)
-    node.SetIJKToRASMatrix(vtk_matrix(matrix_from_image(image)))
+    from segresmamba.io.affine import itk_affine_ras
+
+    node.SetIJKToRASMatrix(vtk_matrix(itk_affine_ras(image)))
     node.CreateDefaultDisplayNodes()
     return node
 

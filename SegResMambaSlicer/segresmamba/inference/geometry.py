@@ -1,10 +1,6 @@
-"""Geometry between SimpleITK (LPS physical space) and MONAI (RAS affines), done in one place.
-
-ITK stores an image as origin, spacing and a direction matrix in LPS (x to the patient's left,
-y posterior); MONAI and NIfTI use a 4x4 voxel-to-world affine in RAS. Getting this conversion
-wrong flips or shifts results on scans with unusual orientations, a complaint users of other
-segmentation tools raise often; everything here converts through the same two functions.
-"""
+"""Geometry between SimpleITK images and MONAI tensors: grids compared, images put on a
+reference grid, labels given back their affine. The LPS <-> RAS conversion itself is
+:mod:`segresmamba.io.affine`, which the Slicer module shares."""
 
 from __future__ import annotations
 
@@ -15,6 +11,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
+
+from ..io.affine import LPS_TO_RAS, affine_to_grid, itk_affine_ras, set_grid
 
 __all__ = [
     "LPS_TO_RAS",
@@ -27,27 +25,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("segresmamba.inference")
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-"""LPS <-> RAS: negate x and y (its own inverse)."""
-
-
-def itk_affine_ras(image: sitk.Image) -> np.ndarray:
-    """The 4x4 voxel (i, j, k) -> RAS mm affine of an ITK image."""
-    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction * np.array(image.GetSpacing(), dtype=float)
-    affine[:3, 3] = image.GetOrigin()
-    return LPS_TO_RAS @ affine
-
-
-def affine_to_grid(affine_ras: np.ndarray) -> tuple[tuple, tuple, tuple]:
-    """(spacing, origin, direction) in ITK's LPS terms for a RAS voxel-to-world affine."""
-    affine = LPS_TO_RAS @ np.asarray(affine_ras, dtype=float)
-    columns = affine[:3, :3]
-    spacing = np.linalg.norm(columns, axis=0)
-    direction = columns / spacing
-    return tuple(spacing.tolist()), tuple(affine[:3, 3].tolist()), tuple(direction.ravel().tolist())
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
@@ -95,8 +72,4 @@ def label_image_from_array(labels: np.ndarray, affine_ras: np.ndarray | torch.Te
     """A uint8 ITK image from an (i, j, k) label array and its RAS affine."""
     affine = affine_ras.numpy() if isinstance(affine_ras, torch.Tensor) else affine_ras
     image = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.uint8))
-    spacing, origin, direction = affine_to_grid(affine)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(direction)
-    return image
+    return set_grid(image, affine)
