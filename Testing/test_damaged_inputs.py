@@ -75,6 +75,19 @@ def test_corrupt_compressed_streams_are_refused(work, suffix):
         read_image(work / f"zeroed{suffix}")
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nrrd", ".mha"])
+def test_uncompressed_images_shorter_than_their_header_are_refused(work, tmp_path, suffix):
+    image = read_image(work / "crop.nii.gz")
+    sitk.WriteImage(image, str(tmp_path / f"whole{suffix}"), useCompression=False)
+    data = (tmp_path / f"whole{suffix}").read_bytes()
+    (tmp_path / f"short{suffix}").write_bytes(data[:-1000])
+    assert read_image(tmp_path / f"whole{suffix}").GetSize() == (64, 64, 32)
+    with pytest.raises(
+        SegResMambaError, match=r"short\S*: it is truncated .* holds 52\d,\d+ of the 52\d,\d+ bytes"
+    ):
+        read_image(tmp_path / f"short{suffix}")
+
+
 def test_a_cohort_refuses_the_truncated_case_and_segments_the_others(work):
     out = work / "cohort"
     result = _segment(work, "-i", "crop.nii.gz", "-i", "demo_cut.nii.gz", "-o", f"{out}/")
