@@ -103,7 +103,8 @@ def series_description(folder: str | os.PathLike) -> str:
         _sid, files, _all = _largest_series(Path(folder))
         reader = sitk.ImageFileReader()
         reader.SetFileName(files[0])
-        reader.ReadImageInformation()
+        with itk_warnings_silenced():
+            reader.ReadImageInformation()
     except (SegResMambaError, RuntimeError, OSError):
         return ""
     key = "0008|103e"
