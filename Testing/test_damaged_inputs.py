@@ -137,6 +137,17 @@ def test_resample_gaps_reads_the_series_onto_its_true_grid(gapped, series, caplo
     np.testing.assert_allclose(got[missing], (truth[missing - 1] + truth[missing + 1]) / 2)
 
 
+def test_a_slice_stored_twice_is_refused_even_with_resample_gaps(series, tmp_path):
+    folder = tmp_path / "twice"
+    shutil.copytree(series, folder)
+    copy = pydicom.dcmread(dicom_series_files(folder)[5])
+    copy.SOPInstanceUID = copy.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.20.5"
+    copy.save_as(folder / "copy.dcm")
+    for resample in (False, True):
+        with pytest.raises(SegResMambaError, match="two slices at the same position.*cannot mend"):
+            read_image(folder, resample_gaps=resample)
+
+
 def test_resample_gaps_on_the_command_line_says_so(gapped, work):
     """Stopped at a missing model (seconds, not minutes of inference): the read went through."""
     folder, _missing = gapped

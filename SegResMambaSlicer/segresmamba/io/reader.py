@@ -143,6 +143,11 @@ def read_dicom_series(folder: str | os.PathLike, resample_gaps: bool = False) ->
     files = dicom_series_files(folder)
     layout = slice_layout(files)
     problem = spacing_problem(layout, Path(folder).name)
+    if problem and np.any(np.diff(layout.distances) <= layout.tolerance):
+        raise SegResMambaError(
+            f"{problem}; slices repeat or are out of order, which resampling cannot mend: "
+            "re-export the series"
+        )
     if problem and not resample_gaps:
         raise SegResMambaError(
             f"{problem}; re-export the complete series, or add --resample-gaps to read it onto "
