@@ -10,6 +10,7 @@ line runs before inference, judges their positions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 __all__ = ["INSTANCE_UIDS", "dicom_gap_warnings", "dicom_files", "slice_spacing_warning"]
@@ -105,7 +106,11 @@ def dicom_gap_warnings(
         if key not in _cache:
             if len(_cache) > 64:
                 _cache.clear()
-            _cache[key] = slice_spacing_warning(files, repr(node.GetName()), node)
+            try:
+                _cache[key] = slice_spacing_warning(files, repr(node.GetName()), node)
+            except Exception as error:  # a warning must never break the panel or a run
+                logging.getLogger(__name__).debug("no slice spacing check: %s", error)
+                _cache[key] = None
         if _cache[key]:
             warnings.append(_cache[key])
     return warnings
