@@ -216,6 +216,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 setattr(p, f"inputVolume{index}", None)
             self.autoFillInputs()
         self._shownTask = p.task
+        from SegResMambaSlicerLib.dicom_check import dicom_gap_warnings
         from SegResMambaSlicerLib.logic import modality_warnings
         from SegResMambaSlicerLib.panel import panel_state
         from SegResMambaSlicerLib.tasks import model_status
@@ -224,6 +225,7 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         inputs = [getattr(p, f"inputVolume{i}") for i in range(MAX_INPUTS)]
         model = model_status(task.name, p.model or None)
         warnings = modality_warnings(task, inputs[: task.in_channels])
+        warnings += dicom_gap_warnings(inputs[: task.in_channels])  # a missing DICOM slice
         busy = "training" if training else ""
         state = panel_state(task, inputs, model, p.device, self._devices, running, warnings, busy)
         self.ui.taskDescriptionLabel.text = state.description
@@ -488,8 +490,11 @@ class SegResMambaSlicerLogic(ScriptedLoadableModuleLogic):
     def startSegmentation(self, task, inputs, output=None, **options):
         """Start the engine in a child process and return the job; the caller polls it and
         calls ``finish()`` on its "finished" event. ``options`` as for ``SegmentationJob``."""
+        from SegResMambaSlicerLib.dicom_check import dicom_gap_warnings
         from SegResMambaSlicerLib.logic import SegmentationJob
 
+        for warning in dicom_gap_warnings(inputs):  # Slicer's DICOM loader only logs it
+            logging.warning(f"SegResMamba: {warning}")
         job = SegmentationJob(
             slicer.mrmlScene,
             task,

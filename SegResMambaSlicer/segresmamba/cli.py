@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("-o", "--output", required=True, metavar="OUT", help="output file or folder")
     seg.add_argument(
+        "--resample-gaps",
+        action="store_true",
+        help="DICOM series whose slices are not evenly spaced (a missing slice): interpolate them "
+        "onto a regular grid, with a warning, instead of refusing them",
+    )
+    seg.add_argument(
         "--format",
         default=".nii.gz",
         choices=(".nii.gz", ".nrrd", ".seg.nrrd", "dicom-seg"),

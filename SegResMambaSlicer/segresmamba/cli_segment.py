@@ -14,7 +14,12 @@ from pathlib import Path
 from .cohort import launched_by_torchrun, run_cohort
 from .errors import InputMatchError, SegResMambaError, exit_code_for
 from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
-from .io.dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input, write_dicom_seg
+from .io.dicom_seg import (
+    DICOM_SEG_SUFFIX,
+    check_dicom_seg_input,
+    check_dicom_seg_source,
+    write_dicom_seg,
+)
 from .io.writers import segments_for
 from .statistics import check_statistics_path, segment_statistics, write_statistics
 
@@ -313,7 +318,10 @@ def _segment_case(args, task, case: Case, model, label: str, statistics: list | 
     from .io import modality_warning, read_image, write_labelmap
 
     paths = order_inputs(task, case.inputs, getattr(args, "inputs_in_order", False))
-    images = [read_image(path) for path in paths]
+    if full_suffix(case.output) == DICOM_SEG_SUFFIX:
+        check_dicom_seg_source(paths[0])  # gaps, headers: before minutes of inference
+    gaps = getattr(args, "resample_gaps", False)
+    images = [read_image(path, resample_gaps=gaps) for path in paths]
     for path, image in zip(paths, images):
         warning = modality_warning(image, task, Path(path.rstrip("/\\")).name)
         if warning:

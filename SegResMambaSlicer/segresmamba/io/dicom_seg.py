@@ -4,7 +4,13 @@ One segment per task label, with the same name, colour and terminology codes as 
 output (category, type and laterality modifier from ``tasks.json``). The frames reference the
 source series' instances, so a DICOM SEG needs a DICOM series input: the SOP instances it was
 derived from are what a PACS viewer uses to put it on the right images. Empty segments are
-omitted (a note names them). Written with highdicom, atomically.
+omitted (a note names them); a result with no structure at all is written as a SEG holding the
+task's first segment, empty, and says so in its content description. Written with highdicom,
+atomically.
+
+The series is checked before the model loads: its slices must be evenly spaced (the SEG's
+frames are its slices) and its headers must hold what a SEG copies from them (frame of
+reference, patient and study identity, one study).
 """
 
 from __future__ import annotations
@@ -20,21 +26,34 @@ import SimpleITK as sitk
 from ..errors import SegResMambaError
 from .atomic import atomic_output
 from .dicom_packages import require_dicom_seg_packages
+from .dicom_series import slice_layout, spacing_problem
 from .reader import dicom_series_files
 from .seg_nrrd import Segment
 from .writers import segments_for
 
-__all__ = ["DICOM_SEG_SUFFIX", "check_dicom_seg_input", "write_dicom_seg"]
+__all__ = ["DICOM_SEG_SUFFIX", "check_dicom_seg_input", "check_dicom_seg_source", "write_dicom_seg"]
 
 DICOM_SEG_SUFFIX = ".dcm"
 POSITION_TOLERANCE_MM = 0.01
+# Copied by highdicom from the first source instance into the SEG (type 2: present, may be empty)
+COPIED_ATTRIBUTES = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+)
+_OTHER_FORMATS = "write .seg.nrrd or .nii.gz instead"
 
 _log = logging.getLogger("segresmamba.io")
 
 
 def check_dicom_seg_input(source: str | os.PathLike) -> None:
-    """Fail early (before the model loads) when ``source`` cannot be referenced by a DICOM SEG,
-    or this Python lacks the packages that write one."""
+    """Fail early (when the cases are planned) when ``source`` is not a DICOM series folder, or
+    this Python lacks the packages that write a DICOM SEG."""
     require_dicom_seg_packages()
     source = Path(source)
     if not source.is_dir():
@@ -42,6 +61,56 @@ def check_dicom_seg_input(source: str | os.PathLike) -> None:
             f"DICOM SEG output needs a DICOM series folder as the (first) input, got {source.name}; "
             "write .seg.nrrd or .nii.gz for other inputs"
         )
+
+
+def check_dicom_seg_source(source: str | os.PathLike) -> None:
+    """Fail before the case's inference when the series in ``source`` cannot be referenced by
+    a DICOM SEG: not a DICOM series, slices not evenly spaced, or headers a SEG cannot be made
+    from (no frame of reference, patient or study attributes absent, several studies)."""
+    import pydicom
+
+    check_dicom_seg_input(source)
+    source = Path(source)
+    files = dicom_series_files(source)
+    problem = spacing_problem(slice_layout(files), source.name)
+    if problem:
+        raise SegResMambaError(
+            f"{problem}; a DICOM SEG needs the series' own evenly spaced slices: re-export the "
+            f"complete series, or {_OTHER_FORMATS} (with --resample-gaps)"
+        )
+    try:
+        datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    except (OSError, pydicom.errors.InvalidDicomError) as error:
+        raise SegResMambaError(f"cannot read the DICOM series in {source}: {error}") from None
+    _check_headers(datasets, source)
+
+
+def _check_headers(datasets: list, source: Path) -> None:
+    """What highdicom copies from the source must be there, and be one thing."""
+    name = f"the DICOM series in {source.name}"
+    missing = [key for key in ("FrameOfReferenceUID", *COPIED_ATTRIBUTES) if key not in datasets[0]]
+    if "FrameOfReferenceUID" in missing:
+        raise SegResMambaError(
+            f"{name} has no FrameOfReferenceUID (0020,0052), so a DICOM SEG cannot be placed on "
+            f"it; {_OTHER_FORMATS}"
+        )
+    if missing:
+        raise SegResMambaError(
+            f"{name} lacks {', '.join(missing)}, which a DICOM SEG copies from it (they may be "
+            f"empty, not absent); add them to the series or {_OTHER_FORMATS}"
+        )
+    for keyword, what in (
+        ("FrameOfReferenceUID", "frames of reference"),
+        ("StudyInstanceUID", "studies"),
+        ("PatientID", "patients"),
+    ):
+        values = sorted({str(d.get(keyword, "")) for d in datasets} - {""})
+        if len(values) > 1:
+            raise SegResMambaError(
+                f"{name} is one series split across {len(values)} {what} ({keyword} "
+                f"{', '.join(values)}); a DICOM SEG references one: fix the headers or "
+                f"{_OTHER_FORMATS}"
+            )
 
 
 def _source_datasets(files: Sequence[str], labelmap: sitk.Image) -> list:
@@ -150,7 +219,7 @@ def write_dicom_seg(
     sigmoid tasks, the multi-component region masks (then the segments may overlap).
     """
     path = Path(path)
-    check_dicom_seg_input(source)
+    check_dicom_seg_source(source)
     datasets = _source_datasets(dicom_series_files(source), labelmap)
     voxels = sitk.GetArrayFromImage(labelmap)  # (slice, row, column[, layer])
     if voxels.ndim == 3:
@@ -163,17 +232,38 @@ def write_dicom_seg(
             masks.append(mask)
         else:
             empty.append(segment.name)
-    if empty:
-        _log.info("DICOM SEG %s: empty segments omitted: %s", path.name, ", ".join(empty))
-    if not kept:
-        raise SegResMambaError(
-            f"cannot write {path.name}: every segment is empty, and a DICOM SEG needs one"
+    found = "automatic segmentation"
+    if not kept:  # a SEG needs a segment: the first one, empty, and the description says so
+        first = segments_for(task, labelmap, convention)[0]
+        kept, masks = [first], [np.zeros(voxels.shape[:3], bool)]
+        found = "nothing found"
+        _log.warning(
+            "DICOM SEG %s: the result is empty (no %s structure found); written with one empty "
+            "segment (%s)",
+            path.name,
+            task.name,
+            first.name,
         )
+    elif empty:
+        _log.info("DICOM SEG %s: empty segments omitted: %s", path.name, ", ".join(empty))
+    try:
+        seg = _segmentation(datasets, masks, kept, task, found)
+    except (ValueError, AttributeError) as error:  # what the header check above did not foresee
+        raise SegResMambaError(
+            f"cannot write {path.name}: the DICOM series in {Path(source).name} does not allow a "
+            f"DICOM SEG ({' '.join(str(error).split())}); {_OTHER_FORMATS}"
+        ) from None
+    with atomic_output(path, overwrite) as temporary:
+        seg.save_as(str(temporary))
+    return path
+
+
+def _segmentation(datasets: list, masks: list, kept: list, task, found: str):
     import highdicom as hd
 
     from .. import __version__
 
-    seg = hd.seg.Segmentation(
+    return hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=np.stack(masks, axis=-1).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -188,8 +278,6 @@ def write_dicom_seg(
         device_serial_number="none",
         series_description=f"SegResMamba {task.name}"[:64],
         content_label="SEGRESMAMBA",
-        content_description=f"automatic segmentation, task {task.name}"[:64],
+        content_description=f"{found}, task {task.name}"[:64],
+        omit_empty_frames=found != "nothing found",  # highdicom keeps every frame then anyway
     )
-    with atomic_output(path, overwrite) as temporary:
-        seg.save_as(str(temporary))
-    return path
