@@ -64,15 +64,20 @@ def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
 
 
 def _bbox_mm(image: sitk.Image, mask: np.ndarray) -> tuple[tuple, tuple]:
-    """Min and max LPS coordinates over the corners of the mask's voxel-index box."""
-    bounds = []
-    for axis in range(3):  # mask is (z, y, x); ITK indices are (x, y, z)
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        bounds.append((int(present[0]), int(present[-1])))
-    z, y, x = bounds
-    corners = [image.TransformIndexToPhysicalPoint((i, j, k)) for i in x for j in y for k in z]
-    points = np.array(corners, dtype=float)
-    low, high = points.min(axis=0), points.max(axis=0)
+    """Min and max LPS coordinates over the centres of the mask's voxels.
+
+    On an oblique grid the corners of the voxel-index box lie outside the segment, so the box
+    is taken over the voxels themselves. Position is linear along each x line of the grid, so
+    the first and last voxel of every line hold its extremes; only those are transformed.
+    """
+    lines = mask.any(axis=2)  # mask is (z, y, x); ITK indices are (x, y, z)
+    z, y = np.nonzero(lines)
+    first = mask.argmax(axis=2)[z, y]
+    last = mask.shape[2] - 1 - mask[..., ::-1].argmax(axis=2)[z, y]
+    index = np.stack([np.concatenate([first, last]), np.tile(y, 2), np.tile(z, 2)])
+    matrix = np.reshape(image.GetDirection(), (3, 3)) * np.asarray(image.GetSpacing())
+    points = np.asarray(image.GetOrigin())[:, None] + matrix @ index
+    low, high = points.min(axis=1), points.max(axis=1)
     return tuple(round(float(v), 3) for v in low), tuple(round(float(v), 3) for v in high)
 
 
