@@ -14,9 +14,9 @@ def test_e2e_benchmark_times_the_real_command(shared_data, tmp_path):
                "--tasks", "phantom", "--modes", "fast", "--repeats", "1", "--no-write",
                "--body-crop", "on,off",
                "--out-json", str(out_json)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", timeout=600)
     assert done.returncode == 0, done.stderr
-    run = json.loads(out_json.read_text())
+    run = json.loads(out_json.read_text(encoding="utf-8"))
     on, off = run["results"]
     assert (on["body_crop"], off["body_crop"]) == ("on", "off")
     for result in (on, off):

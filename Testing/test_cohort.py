@@ -58,7 +58,9 @@ def test_two_gloo_ranks_segment_a_cohort_with_broken_cases(tmp_path: Path):
     (out / "ct3_phantom.nii.gz").write_bytes(b"finished before the crash")
     listing = tmp_path / "cases.txt"
     # rank 0: ct1, missing, broken; rank 1: ct2, ct3 (exists)
-    listing.write_text("ct1.nii.gz\nct2.nii.gz\nmissing.nii.gz\nct3.nii.gz\nbroken.nii.gz\n")
+    listing.write_text(
+        "ct1.nii.gz\nct2.nii.gz\nmissing.nii.gz\nct3.nii.gz\nbroken.nii.gz\n", encoding="utf-8"
+    )
     options = ("-t", "phantom", "--batch", listing, "-o", out, "--model", model, "--fast")
 
     first = torchrun(*options, "--statistics", tmp_path / "stats.json", cwd=tmp_path)
@@ -75,7 +77,7 @@ def test_two_gloo_ranks_segment_a_cohort_with_broken_cases(tmp_path: Path):
         "ct3_phantom.nii.gz",
     ]  # fmt: skip  (no temporaries left)
     assert (out / "ct3_phantom.nii.gz").read_bytes() == b"finished before the crash"
-    rows = json.loads((tmp_path / "stats.json").read_text())["segments"]
+    rows = json.loads((tmp_path / "stats.json").read_text(encoding="utf-8"))["segments"]
     assert {row["case"] for row in rows} == {"ct1", "ct2"}
 
     # Resume after ct1's result was lost: only ct1 is redone, and the statistics file keeps

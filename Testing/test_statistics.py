@@ -98,10 +98,12 @@ def test_bounding_box_on_an_oblique_grid_matches_every_voxel_centre():
 
 def test_json_and_csv_files(tmp_path: Path):
     rows = segment_statistics("case", *hand_case(), SEGMENTS)
-    document = json.loads(write_statistics(rows, tmp_path / "s.json").read_text())
+    document = json.loads(write_statistics(rows, tmp_path / "s.json").read_text(encoding="utf-8"))
     assert document["segments"][0]["volume_ml"] == 0.004
     assert document["segments"][0]["bbox_max_mm"] == [104.0, -49.0, 20.5]
-    table = list(csv.DictReader((write_statistics(rows, tmp_path / "s.csv")).open()))
+    table = list(
+        csv.DictReader((write_statistics(rows, tmp_path / "s.csv")).open(encoding="utf-8"))
+    )
     assert [r["segment"] for r in table] == ["liver", "spleen", "none"]
     assert table[0]["p95"] == "38.5" and table[0]["bbox_min_x_mm"] == "102.0"
     assert table[2]["mean"] == "" and table[2]["voxel_count"] == "0"
@@ -114,7 +116,7 @@ def test_statistics_through_the_command(work: Path, tmp_path: Path):  # noqa: F8
         "--model", work / "phantom.safetensors", "--fast", "--statistics", stats, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    table = list(csv.DictReader(stats.open()))
+    table = list(csv.DictReader(stats.open(encoding="utf-8")))
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert {r["segment"] for r in table} == {
         "liver",

@@ -162,14 +162,14 @@ def _markdown(run: dict) -> str:
 
 
 def _write_markdown(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     block = f"{MARK_START}\n{section}{MARK_END}"
     if MARK_START in text and MARK_END in text:
         before, rest = text.split(MARK_START, 1)
         text = before + block + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip() + "\n\n## End to end (segment a real CT)\n\n" + block + "\n"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_json = args.out_json or REPO / "docs" / "benchmarks" / f"{date}-e2e-cpu.json"
     if not args.no_write or args.out_json:
         out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(run, indent=2) + "\n")
+        out_json.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     if not args.no_write:
         _write_markdown(REPO / "docs" / "benchmarks.md", _markdown(run))
     return 0
@@ -229,7 +229,7 @@ def _grid_text(image: Path) -> str:
 
 def _cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:

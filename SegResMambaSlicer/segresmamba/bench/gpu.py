@@ -189,7 +189,7 @@ def run_gpu_bench(
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(".json.part")
-        partial.write_text(json.dumps(run, indent=1) + "\n")
+        partial.write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
         partial.replace(target)
         log(f"bench: wrote {target}")
     return run
