@@ -293,7 +293,7 @@ def run_segment(args: argparse.Namespace) -> int:
         except Exception as error:  # expected or a bug: one case must not stop the cohort
             if len(cases) == 1:
                 raise
-            record_failure(outcome, case.name, error, args.debug)
+            record_failure(outcome, case.name, error, getattr(args, "debug", False))
             continue
         outcome.done.append(case.name)
         outcome.statistics += rows or []
