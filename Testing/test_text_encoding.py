@@ -152,6 +152,14 @@ if sys.argv[2] == "gdcm":  # a child's UTF-8 output, read by a test helper
     name = "M\\u00fcller.nii.gz"
     refused = dataset_add("ds", "--case", "c1", "--labels", name, "-i", "CT=" + name, cwd=folder)
     assert f"error: labels {name} do not exist" in refused.stderr, ascii(refused.stderr)
+
+# The Slicer module's way to run the engine: its child writes, and it reads, UTF-8.
+from SegResMambaSlicerLib.process import EngineProcess, engine_environment
+
+job = EngineProcess([sys.executable, "-c", "print('error: ' + chr(179))"], engine_environment())
+job.start()
+job.wait(120)
+assert job.error_message == "\\u00b3", ascii(job.error_message)
 print("done", flush=True)
 """
 
