@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,30 @@ def test_a_foreign_statistics_file_is_refused_without_overwrite(tmp_path: Path):
     replaced = run_cli(*options, "-o", tmp_path / "seg.nii.gz", "--overwrite", cwd=tmp_path)
     assert replaced.returncode == 0, replaced.stderr
     assert {row.case for row in read_statistics(stats)} == {"ct1"}
+
+
+def test_ctrl_c_in_a_plain_cohort_keeps_the_finished_cases_statistics(tmp_path: Path):
+    for seed in (1, 2):
+        ct, _ = make_phantom(seed, size=(64, 64, 40))
+        sitk.WriteImage(ct, str(tmp_path / f"ct{seed}.nii.gz"))
+    model = tiny_checkpoint(tmp_path / "phantom.safetensors", "phantom")
+    stats = tmp_path / "stats.json"
+    command = [
+        sys.executable, "-m", "segresmamba", "segment", "-t", "phantom", "-i", "ct1.nii.gz",
+        "-i", "ct2.nii.gz", "-o", "out", "--model", model, "--tta", "--statistics", stats,
+    ]  # fmt: skip
+    env = {**os.environ, "SEGRESMAMBA_HOME": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        encoding="utf-8", errors="replace",
+    )  # fmt: skip
+    for line in process.stdout:
+        if line.startswith("ct1: wrote"):
+            break
+    process.send_signal(signal.SIGINT)  # while ct2 is being segmented
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "error: interrupted" in stderr and "Traceback" not in stderr
+    assert "summary: 1 done, 0 failed" in stdout
+    assert {row.case for row in read_statistics(stats)} == {"ct1"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct1_phantom.nii.gz"]

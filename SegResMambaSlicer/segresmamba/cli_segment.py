@@ -285,22 +285,24 @@ def run_segment(args: argparse.Namespace) -> int:
     cases = plan_cases(args, task)
     model = None
     outcome = Outcome()
-    for number, case in enumerate(cases, start=1):
-        label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
-        rows: list | None = [] if statistics_path else None
-        try:
-            model = _segment_case(args, task, case, model, label, rows)
-        except Exception as error:  # expected or a bug: one case must not stop the cohort
-            if len(cases) == 1:
-                raise
-            record_failure(outcome, case.name, error, getattr(args, "debug", False))
-            continue
-        outcome.done.append(case.name)
-        outcome.statistics += rows or []
-    if len(cases) > 1:
-        print_summary([outcome])
-    if statistics_path and outcome.statistics:
-        save(outcome.statistics, statistics_path)
+    try:
+        for number, case in enumerate(cases, start=1):
+            label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
+            rows: list | None = [] if statistics_path else None
+            try:
+                model = _segment_case(args, task, case, model, label, rows)
+            except Exception as error:  # expected or a bug: one case must not stop the cohort
+                if len(cases) == 1:
+                    raise
+                record_failure(outcome, case.name, error, getattr(args, "debug", False))
+                continue
+            outcome.done.append(case.name)
+            outcome.statistics += rows or []
+    finally:  # also after Ctrl+C: the finished cases' statistics are kept
+        if len(cases) > 1:
+            print_summary([outcome])
+        if statistics_path and outcome.statistics:
+            save(outcome.statistics, statistics_path)
     return max((code for _name, _reason, code in outcome.failed), default=0)
 
 
