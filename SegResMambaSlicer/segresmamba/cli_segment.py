@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cohort import Outcome, launched_by_torchrun, print_summary, record_failure, run_cohort
+from .cohort import launched_by_torchrun, run_cohort, run_in_turn
 from .errors import InputMatchError, SegResMambaError
 from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
 from .io.dicom_seg import DICOM_SEG_SUFFIX, check_dicom_seg_input, write_dicom_seg
@@ -282,28 +282,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
     if launched_by_torchrun():  # a cohort sharded across processes, GPUs and nodes
         return run_cohort(args, task, plan_cases, _segment_case, save)
-    cases = plan_cases(args, task)
-    model = None
-    outcome = Outcome()
-    try:
-        for number, case in enumerate(cases, start=1):
-            label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
-            rows: list | None = [] if statistics_path else None
-            try:
-                model = _segment_case(args, task, case, model, label, rows)
-            except Exception as error:  # expected or a bug: one case must not stop the cohort
-                if len(cases) == 1:
-                    raise
-                record_failure(outcome, case.name, error, getattr(args, "debug", False))
-                continue
-            outcome.done.append(case.name)
-            outcome.statistics += rows or []
-    finally:  # also after Ctrl+C: the finished cases' statistics are kept
-        if len(cases) > 1:
-            print_summary([outcome])
-        if statistics_path and outcome.statistics:
-            save(outcome.statistics, statistics_path)
-    return max((code for _name, _reason, code in outcome.failed), default=0)
+    return run_in_turn(args, task, plan_cases(args, task), _segment_case, save)
 
 
 def _task_of(args: argparse.Namespace):

@@ -1,4 +1,5 @@
-"""Cohorts across processes, GPUs and nodes: ``segresmamba segment --batch`` under ``torchrun``.
+"""Cohorts across processes, GPUs and nodes: ``segresmamba segment --batch`` under ``torchrun``
+(and, with :func:`run_in_turn`, one after another in a single process).
 
     torchrun --nproc_per_node 4 -m segresmamba segment -t btcv --batch cases.txt -o out/
 
@@ -33,6 +34,7 @@ __all__ = [
     "rank_from_env",
     "record_failure",
     "run_cohort",
+    "run_in_turn",
     "shard",
 ]
 
@@ -173,6 +175,36 @@ def print_summary(everyone: list[Outcome], processes: int | None = None) -> None
         )
     for name, reason, _code in failed:
         print(f"failed: {name}: {reason}", flush=True)
+
+
+def run_in_turn(
+    args: argparse.Namespace, task, cases: list, segment_case: Callable, write_statistics: Callable
+) -> int:
+    """Without torchrun: the cases one after another in this process. A single case's error
+    propagates; in a cohort each failure is recorded and the others go on, as under torchrun.
+    Returns the exit code of the worst failed case (0 when none failed)."""
+    statistics_path = getattr(args, "statistics", None)
+    model = None
+    outcome = Outcome()
+    try:
+        for number, case in enumerate(cases, start=1):
+            label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
+            rows: list | None = [] if statistics_path else None
+            try:
+                model = segment_case(args, task, case, model, label, rows)
+            except Exception as error:  # expected or a bug: one case must not stop the cohort
+                if len(cases) == 1:
+                    raise
+                record_failure(outcome, case.name, error, getattr(args, "debug", False))
+                continue
+            outcome.done.append(case.name)
+            outcome.statistics += rows or []
+    finally:  # also after Ctrl+C: the finished cases' statistics are kept
+        if len(cases) > 1:
+            print_summary([outcome])
+        if statistics_path and outcome.statistics:
+            write_statistics(outcome.statistics, statistics_path)
+    return max((code for _name, _reason, code in outcome.failed), default=0)
 
 
 def _run_share(args, task, plan, segment_case, rank: Rank) -> Outcome:
