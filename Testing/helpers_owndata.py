@@ -177,7 +177,7 @@ def dataset_add(*args, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "SEGRESMAMBA_HOME": str(cwd / "home"), "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, "-m", "segresmamba", "dataset", "add", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        cwd=cwd, env=env, capture_output=True, encoding="utf-8", timeout=120,
     )  # fmt: skip
 
 

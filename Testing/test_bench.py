@@ -59,13 +59,13 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, dict
             str(out),
         ],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         env=env,
         cwd=REPO,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(out.read_text()), done.stderr, before, _docs_listing()
+    return json.loads(out.read_text(encoding="utf-8")), done.stderr, before, _docs_listing()
 
 
 def test_quick_run_writes_every_field(quick_run) -> None:
@@ -135,7 +135,7 @@ def test_ratios_and_markdown_section(tmp_path: Path) -> None:
 
     docs = tmp_path / "docs"
     (docs / "benchmarks").mkdir(parents=True)
-    (docs / "benchmarks.md").write_text("# Mine\n\nkept\n")
+    (docs / "benchmarks.md").write_text("# Mine\n\nkept\n", encoding="utf-8")
     run = {
         "date": "2025-01-02",
         "command": "segresmamba bench --train",
@@ -163,14 +163,14 @@ def test_ratios_and_markdown_section(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         report.write_json(report.json_path(docs, run["date"]), run)
     md = report.regenerate_markdown(docs)
-    first = md.read_text()
+    first = md.read_text(encoding="utf-8")
     assert first.startswith("# Mine\n\nkept\n")
     assert report.START in first and report.END in first
     assert "Test CPU" in first and "segresmamba bench --train" in first
     assert "fwd time ×0.25" in first and "Median of 3" in first
     assert "benchmarks/2025-01-02-cpu.json" in first
     # Regenerating is idempotent: the section is rebuilt, not appended to.
-    assert report.regenerate_markdown(docs).read_text() == first
+    assert report.regenerate_markdown(docs).read_text(encoding="utf-8") == first
 
 
 def test_markdown_rebuild_ignores_json_that_is_not_a_bench_run(tmp_path):
@@ -178,7 +178,9 @@ def test_markdown_rebuild_ignores_json_that_is_not_a_bench_run(tmp_path):
     from segresmamba.bench.report import regenerate_markdown
 
     (tmp_path / "benchmarks").mkdir()
-    (tmp_path / "benchmarks" / "2026-01-01-e2e-cpu.json").write_text('{"results": []}')
+    (tmp_path / "benchmarks" / "2026-01-01-e2e-cpu.json").write_text(
+        '{"results": []}', encoding="utf-8"
+    )
     markdown = regenerate_markdown(tmp_path)
     assert markdown.exists()
 

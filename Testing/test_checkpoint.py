@@ -145,7 +145,7 @@ def test_modified_weights_are_caught_by_the_registry_sha256(
         "inputs": ["CT"],
         "description": "test",
     }
-    models_json.write_text(json.dumps({"format_version": 1, "models": [model]}))
+    models_json.write_text(json.dumps({"format_version": 1, "models": [model]}), encoding="utf-8")
     monkeypatch.setenv("SEGRESMAMBA_MODELS_JSON", str(models_json))
     monkeypatch.setenv("SEGRESMAMBA_HOME", str(tmp_path / "home"))
     cached = tmp_path / "home" / "models" / "phantom-test.safetensors"
@@ -227,7 +227,7 @@ def test_header_problems(tmp_path: Path, tiny_model) -> None:
 
 def test_not_a_checkpoint(tmp_path: Path, tiny_model) -> None:
     text = tmp_path / "notes.safetensors"
-    text.write_text("these are not weights\n" * 10)
+    text.write_text("these are not weights\n" * 10, encoding="utf-8")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_checkpoint(text)
     plain = tmp_path / "plain.safetensors"

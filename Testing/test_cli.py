@@ -257,7 +257,7 @@ def test_cohort_planning(work, tmp_path):
 
 def test_batch_loads_the_model_once(work):
     listing = work / "cases.txt"
-    listing.write_text("# one case per line\nct1.nii.gz\n\nct2.nii.gz\n")
+    listing.write_text("# one case per line\nct1.nii.gz\n\nct2.nii.gz\n", encoding="utf-8")
     batch = work / "batch"
     result = run_cli(
         "segment",

@@ -103,7 +103,7 @@ def test_two_cases_make_a_dataset_that_the_reader_and_the_planner_take(crops, tm
         cwd=tmp_path,
     )  # fmt: skip
     assert second.returncode == 0, second.stderr
-    info = json.loads((folder / "dataset.json").read_text())
+    info = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert info["channel_names"] == {"0": "FLAIR", "1": "T1Gd"}
     assert info["labels"] == {"background": 0, **{n: i + 1 for i, n in enumerate(NAMES)}}
     assert info["numTraining"] == 2 and info["file_ending"] == ".nii.gz"
@@ -125,10 +125,13 @@ def test_two_cases_make_a_dataset_that_the_reader_and_the_planner_take(crops, tm
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'SegResMambaSlicer'}{os.pathsep}{REPO}"}
     plan = subprocess.run(
         [sys.executable, "-m", "training.plan", str(folder), "--out", str(tmp_path / "plan.json")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, capture_output=True, encoding="utf-8", timeout=120,
     )  # fmt: skip
     assert plan.returncode == 0, plan.stderr
-    assert json.loads((tmp_path / "plan.json").read_text())["dataset"]["cases"] == ["c1", "c2"]
+    assert json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))["dataset"]["cases"] == [
+        "c1",
+        "c2",
+    ]
     assert not list(folder.glob(".incoming-*")), "the staging folder must be gone"
 
 
@@ -245,7 +248,7 @@ def test_replace_needs_the_flag_and_then_replaces_the_case(base, crops, tmp_path
     assert "replaced case c1" in result.stdout and "holds 1 case(s)" in result.stdout
     written = voxels(folder / "labelsTr" / "c1.nii.gz")
     assert np.array_equal(written, voxels(crops / "BRATS13_002_label.nii.gz"))
-    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 1
+    assert json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 1
 
 
 def test_partial_labels_make_the_unlabelled_slices_ignore(crops, tmp_path):
@@ -266,7 +269,7 @@ def test_partial_labels_make_the_unlabelled_slices_ignore(crops, tmp_path):
     }
     added = add_case(folder, "c2", images, tmp_path / "partial.seg.nrrd", partial=True)
     assert added.ignore_written and added.ignored_slices == len(array) - 4
-    info = json.loads((folder / "dataset.json").read_text())
+    info = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert info["labels"]["ignore"] == 5  # the highest value, after the four labels
     written = voxels(folder / "labelsTr" / "c2.nii.gz")
     assert np.all(written[~edited] == 5)

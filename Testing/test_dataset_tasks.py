@@ -47,7 +47,7 @@ def test_a_task_gives_a_new_dataset_its_labels_and_segments_match_by_code(tmp_pa
         "--task", "btcv", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    info = json.loads((folder / "dataset.json").read_text())
+    info = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert info["name"] == "btcv-own" and info["channel_names"] == {"0": "CT"}
     assert info["labels"] == {label.name: label.value for label in btcv.labels}
     assert info["terminology"]["left kidney"] == left.terminology.to_dict()

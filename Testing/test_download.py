@@ -109,7 +109,7 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_bytes: 
             entry.update(fields)
             entries.append(entry)
         path = tmp_path / "models.json"
-        path.write_text(json.dumps({"format_version": 1, "models": entries}))
+        path.write_text(json.dumps({"format_version": 1, "models": entries}), encoding="utf-8")
         return path
 
     monkeypatch.setenv("SEGRESMAMBA_MODELS_JSON", str(write(demo={})))

@@ -20,7 +20,7 @@ def bench(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "SegResMambaSlicer")}
     return subprocess.run(
         [sys.executable, "-m", "segresmamba.bench", *args],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, encoding="utf-8", env=env, timeout=600,
     )  # fmt: skip
 
 
@@ -29,7 +29,7 @@ def test_cpu_rehearsal_writes_the_gpu_schema(tmp_path):
     done = bench("--device", "cpu", "--size", "32", "--models", "unet", "--repeats", "1",
                  "--out-json", str(target))  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    run = json.loads(target.read_text())
+    run = json.loads(target.read_text(encoding="utf-8"))
     assert {"device", "date", "command", "results"} <= set(run)
     assert "--device cpu" in run["command"]
     (row,) = run["results"]

@@ -74,9 +74,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_checker_finds_a_cycle(tmp_path):
     package = tmp_path / "pkg"
     package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "a.py").write_text("from . import b\n")
-    (package / "b.py").write_text("def f():\n    from .a import x\n")
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "a.py").write_text("from . import b\n", encoding="utf-8")
+    (package / "b.py").write_text("def f():\n    from .a import x\n", encoding="utf-8")
     assert cycles(module_graph(package)) == [["pkg.a", "pkg.b"]]
 
 

@@ -102,7 +102,7 @@ def test_dicom_folder_picks_the_series_with_most_files(shared_data, tmp_path):
 def test_empty_and_non_dicom_folders_are_clear_errors(tmp_path):
     with pytest.raises(SegResMambaError, match="is empty"):
         read_image(tmp_path)
-    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image", encoding="utf-8")
     with pytest.raises(SegResMambaError, match="holds no DICOM series"):
         read_image(tmp_path)
 

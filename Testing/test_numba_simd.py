@@ -168,7 +168,7 @@ def test_vector_code_on_cpus_without_avx512(cpu, tmp_path):
         env={**environment, "NUMBA_CPU_NAME": cpu, "NUMBA_CACHE_DIR": str(tmp_path),
              "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])},
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

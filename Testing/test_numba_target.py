@@ -31,7 +31,7 @@ def _probe(**env: str) -> list[str]:
         [sys.executable, "-c", _PROBE],
         env={**environment, **env},
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

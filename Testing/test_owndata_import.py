@@ -164,7 +164,9 @@ def test_a_hand_edited_user_registry_cannot_redefine_a_built_in_task(
     from segresmamba.errors import RegistryError
 
     item = own_task_dict(dataset, name="btcv")
-    (tmp_path / "tasks.json").write_text(json.dumps({"format_version": 1, "tasks": [item]}))
+    (tmp_path / "tasks.json").write_text(
+        json.dumps({"format_version": 1, "tasks": [item]}), encoding="utf-8"
+    )
     monkeypatch.setenv("SEGRESMAMBA_HOME", str(tmp_path))
     with pytest.raises(RegistryError, match=r"tasks\.json redefines built-in task\(s\) btcv"):
         list_tasks()

@@ -140,7 +140,9 @@ def test_extension_metadata_is_complete():
 
 
 def test_extensions_index_entry():
-    name = re.search(r"project\((\w+)\)", (REPO / "CMakeLists.txt").read_text()).group(1)
+    name = re.search(
+        r"project\((\w+)\)", (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    ).group(1)
     entry = json.loads((REPO / "docs" / f"{name}.json").read_text(encoding="utf-8"))
     allowed = {
         "$schema",
@@ -190,7 +192,7 @@ def test_installed_layout_runs_the_engine(tmp_path):
         "print(p.training_root()); import training.loop, training.train; print(training.__file__)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, encoding="utf-8"
     )
     assert out.returncode == 0, out.stderr
     package, registry, tasks, training_root, training = out.stdout.split()
@@ -204,7 +206,7 @@ def test_installed_layout_runs_the_engine(tmp_path):
         env=env,
         cwd=tmp_path,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
     )
     assert listing.returncode == 0 and "phantom-demo" in listing.stdout, listing.stderr
 

@@ -68,10 +68,10 @@ def test_cancel_ends_the_whole_process_tree(tmp_path):
         """
     )
     deadline = time.monotonic() + 60
-    while not pid_file.exists() or not pid_file.read_text():
+    while not pid_file.exists() or not pid_file.read_text(encoding="utf-8"):
         assert time.monotonic() < deadline, "the child did not start"
         time.sleep(0.05)
-    child = int(pid_file.read_text())
+    child = int(pid_file.read_text(encoding="utf-8"))
     engine.cancel(grace_s=2.0)
     events = engine.wait(timeout=30)
     assert engine.cancelled and events[-1].kind == "finished" and events[-1].returncode != 0
@@ -134,7 +134,7 @@ def test_engine_command_environment_and_python(tmp_path):
     assert (process.MODULE_DIR / "segresmamba" / "__main__.py").is_file()
     installed = tmp_path / "qt-scripted-modules"  # built or installed: inside the module folder
     (installed / "training").mkdir(parents=True)
-    (installed / "training" / "train.py").write_text("")
+    (installed / "training" / "train.py").write_text("", encoding="utf-8")
     assert process.training_root(installed) == installed
     env = process.engine_environment({}, module_dir=installed)
     assert env["PYTHONPATH"] == str(installed)
@@ -148,7 +148,7 @@ def test_engine_command_environment_and_python(tmp_path):
         tmp_path / "bin" / ("PythonSlicer.exe" if sys.platform == "win32" else "PythonSlicer")
     )
     launcher.parent.mkdir()
-    launcher.write_text("")
+    launcher.write_text("", encoding="utf-8")
     assert process.find_python(tmp_path) == str(launcher)
     assert process.imported_model_path(["x", "imported a.zip as /c/m.safetensors"]) == (
         "/c/m.safetensors"

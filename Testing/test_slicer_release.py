@@ -89,9 +89,13 @@ def _cmake_settings() -> dict[str, str]:
 
 def test_extensions_index_entry_validates_against_schema_v1_0_1():
     schema = json.loads(
-        (SLICER_DATA / "slicer-extension-catalog-entry-schema-v1.0.1.json").read_text()
+        (SLICER_DATA / "slicer-extension-catalog-entry-schema-v1.0.1.json").read_text(
+            encoding="utf-8"
+        )
     )
-    name = re.search(r"project\((\w+)\)", (REPO / "CMakeLists.txt").read_text()).group(1)
+    name = re.search(
+        r"project\((\w+)\)", (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    ).group(1)
     entry = json.loads((REPO / "docs" / f"{name}.json").read_text(encoding="utf-8"))
     jsonschema.validate(entry, schema, cls=jsonschema.Draft7Validator)
     assert entry["$schema"] == schema["$id"]  # v1.0.1, what the release branches validate
@@ -167,7 +171,7 @@ def test_engine_and_module_byte_compile_and_import_stdlib_parts_under_python_3_1
     result = subprocess.run(
         [python, "-I", "-c", CHECK_312, str(MODULE_DIR)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=120,
         cwd=REPO,
     )

@@ -57,7 +57,9 @@ def test_table_equals_the_engine_statistics_of_the_same_labels(shared_data: Path
     assert table.GetValueByName(0, "Volume [mL]").ToString() == f"{rows[0].volume_ml:g}"
     assert table.GetValueByName(1, "Mean").ToString() == ""  # empty segment
     saved = save_statistics(rows, tmp_path / "slicer.csv")
-    assert saved.read_text() == write_statistics(expected, tmp_path / "cli.csv").read_text()
+    assert saved.read_text(encoding="utf-8") == write_statistics(
+        expected, tmp_path / "cli.csv"
+    ).read_text(encoding="utf-8")
 
 
 def _hand_rows():

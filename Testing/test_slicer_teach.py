@@ -168,7 +168,7 @@ def test_an_oblique_case_is_written_where_slicer_shows_it(crop, home):
         assert second[i, j, k] == pytest.approx(ras @ GRADIENT + 7.0, abs=1e-3)
         lps = np.array(label.TransformIndexToPhysicalPoint((i, j, k)))
         np.testing.assert_allclose(lps, LPS_TO_RAS[:3, :3] @ ras, atol=2e-3)
-    info = json.loads((folder / "dataset.json").read_text())
+    info = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert info["name"] == "glioma-own" and info["channel_names"] == {"0": "FLAIR", "1": "T1Gd"}
     assert info["labels"] == {"background": 0, "tumour": 1, "enhancing tumour": 2}
     assert info["terminology"]["enhancing tumour"] == ENHANCING.to_dict()
@@ -206,7 +206,12 @@ def test_lps_and_ras_volumes_and_partial_labels(crop, home, tmp_path, space):
                 image_written.GetDirection(), source.GetDirection(), atol=1e-6
             )
         assert_on_node_grid(image, nodes[channel])
-    assert json.loads((added.dataset_dir / "dataset.json").read_text())["labels"]["ignore"] == 3
+    assert (
+        json.loads((added.dataset_dir / "dataset.json").read_text(encoding="utf-8"))["labels"][
+            "ignore"
+        ]
+        == 3
+    )
 
 
 def test_both_cases_make_a_dataset_that_training_plans(crop, home, tmp_path):
@@ -226,7 +231,7 @@ def test_both_cases_make_a_dataset_that_training_plans(crop, home, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'SegResMambaSlicer'}{os.pathsep}{REPO}"}
     plan = subprocess.run(
         [sys.executable, "-m", "training.plan", str(added.dataset_dir), "--out", str(tmp_path / "plan.json")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, capture_output=True, encoding="utf-8", timeout=120,
     )  # fmt: skip
     assert plan.returncode == 0, plan.stderr
 
@@ -251,7 +256,7 @@ def test_a_seg_nrrd_saved_by_slicer_goes_through_the_command(crop, home, tmp_pat
         [sys.executable, "-m", "segresmamba", "dataset", "add", str(tmp_path / "data"),
          "--case", "c1", "-i", f"FLAIR={tmp_path}/flair.nrrd", "-i", f"T1Gd={tmp_path}/t1ce.nrrd",
          "--labels", str(tmp_path / "corrected.seg.nrrd")],
-        capture_output=True, text=True, timeout=120, env={**os.environ},
+        capture_output=True, encoding="utf-8", timeout=120, env={**os.environ},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     label = written(tmp_path / "data", "c1")

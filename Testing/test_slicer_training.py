@@ -95,7 +95,9 @@ def slicer_like_env(home: Path, tmp_path: Path) -> dict[str, str]:
     missing, as in Slicer, where the module installs only the engine's dependencies."""
     blocker = tmp_path / "no-train-extra" / "tensorboard"
     blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text('raise ImportError("tensorboard is not installed")\n')
+    (blocker / "__init__.py").write_text(
+        'raise ImportError("tensorboard is not installed")\n', encoding="utf-8"
+    )
     env = engine_environment()
     env["PYTHONPATH"] = os.pathsep.join([str(blocker.parent), env["PYTHONPATH"]])
     env["SEGRESMAMBA_HOME"] = str(home)
@@ -233,7 +235,7 @@ def test_one_training_job_at_a_time_even_from_another_process(home: Path, tmp_pa
 def test_a_lock_being_written_is_not_taken_over(home: Path):
     path = home / "runs" / LOCK_FILE
     path.parent.mkdir(parents=True)
-    path.write_text("")  # created, not written yet
+    path.write_text("", encoding="utf-8")  # created, not written yet
     with pytest.raises(TrainingBusyError, match="starting"):
         TrainingLock().acquire(TASK, "run")
     old = time.time() - 3600
@@ -323,7 +325,7 @@ def test_training_sets_and_what_a_case_is_added_for(dataset: Path, tmp_path: Pat
     assert training_set(tmp_path / "none") == TrainingSet(tmp_path / "none", None, 0)
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "dataset.json").write_text("{")
+    (broken / "dataset.json").write_text("{", encoding="utf-8")
     problem = training_set(broken).problem
     assert problem and "dataset.json" in problem and "\n" not in problem
     one = tmp_path / "one"  # the first case added: enough to train on (--fold all)
@@ -333,7 +335,9 @@ def test_training_sets_and_what_a_case_is_added_for(dataset: Path, tmp_path: Pat
         (one / name).write_bytes((dataset / name).read_bytes())
     label = "labelsTr/BRATS13_001.nii.gz"
     (one / label).write_bytes((dataset / label).read_bytes())
-    (one / "dataset.json").write_text((dataset / "dataset.json").read_text())
+    (one / "dataset.json").write_text(
+        (dataset / "dataset.json").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     single = training_set(one)
     assert (single.task, single.cases, single.problem) == (TASK, 1, "")
     state = teach_state(TASK, single, [], "")

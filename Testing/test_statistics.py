@@ -15,6 +15,7 @@ from test_cli import assert_clean_failure, run_cli, work  # noqa: F401  (the fix
 
 from segresmamba.errors import SegResMambaError
 from segresmamba.io import Segment
+from segresmamba.phantom import make_phantom
 from segresmamba.statistics import segment_statistics, write_statistics
 
 SPACING = (2.0, 1.0, 0.5)  # one voxel = 1 mm^3 = 0.001 mL
@@ -69,12 +70,40 @@ def test_bounding_box_is_in_patient_millimetres_on_a_flipped_grid():
     assert liver.bbox_max_mm == (98.0, -49.0, 20.0)
 
 
+def test_bounding_box_on_an_oblique_grid_matches_every_voxel_centre():
+    """Issue 20, point 7: the box of the index-box corners is too big on a tilted grid."""
+    ct, truth = make_phantom(3, size=(48, 40, 32))
+    assert not np.allclose(np.reshape(truth.GetDirection(), (3, 3)), np.eye(3), atol=0.05)
+    labels = sitk.GetArrayViewFromImage(truth)
+    segments = [Segment(f"organ {v}", int(v), (1, 0, 0)) for v in np.unique(labels) if v]
+    inflated = 0.0
+    for segment, row in zip(segments, segment_statistics("case", truth, ct, segments)):
+        z, y, x = np.nonzero(labels == segment.label_value)
+        points = zip(x.tolist(), y.tolist(), z.tolist())
+        centres = np.array([truth.TransformIndexToPhysicalPoint(p) for p in points])
+        np.testing.assert_allclose(row.bbox_min_mm, centres.min(axis=0), atol=1e-3)
+        np.testing.assert_allclose(row.bbox_max_mm, centres.max(axis=0), atol=1e-3)
+        box = [(int(a.min()), int(a.max())) for a in (x, y, z)]
+        corners = np.array(
+            [
+                truth.TransformIndexToPhysicalPoint((i, j, k))
+                for i in box[0]
+                for j in box[1]
+                for k in box[2]
+            ]
+        )
+        inflated = max(inflated, float(np.max(centres.min(axis=0) - corners.min(axis=0))))
+    assert inflated > 1.0  # the corners' box really is bigger here: this test can tell them apart
+
+
 def test_json_and_csv_files(tmp_path: Path):
     rows = segment_statistics("case", *hand_case(), SEGMENTS)
-    document = json.loads(write_statistics(rows, tmp_path / "s.json").read_text())
+    document = json.loads(write_statistics(rows, tmp_path / "s.json").read_text(encoding="utf-8"))
     assert document["segments"][0]["volume_ml"] == 0.004
     assert document["segments"][0]["bbox_max_mm"] == [104.0, -49.0, 20.5]
-    table = list(csv.DictReader((write_statistics(rows, tmp_path / "s.csv")).open()))
+    table = list(
+        csv.DictReader((write_statistics(rows, tmp_path / "s.csv")).open(encoding="utf-8"))
+    )
     assert [r["segment"] for r in table] == ["liver", "spleen", "none"]
     assert table[0]["p95"] == "38.5" and table[0]["bbox_min_x_mm"] == "102.0"
     assert table[2]["mean"] == "" and table[2]["voxel_count"] == "0"
@@ -87,7 +116,7 @@ def test_statistics_through_the_command(work: Path, tmp_path: Path):  # noqa: F8
         "--model", work / "phantom.safetensors", "--fast", "--statistics", stats, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    table = list(csv.DictReader(stats.open()))
+    table = list(csv.DictReader(stats.open(encoding="utf-8")))
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert {r["segment"] for r in table} == {
         "liver",

@@ -48,9 +48,11 @@ BTCV_ORDER = [
     ("data_file", "schema_file"), [(TASKS_JSON, TASKS_SCHEMA_JSON), (MODELS_JSON, MODELS_SCHEMA)]
 )
 def test_registry_files_validate_against_their_schemas(data_file: Path, schema_file: Path) -> None:
-    schema = json.loads(schema_file.read_text())
+    schema = json.loads(schema_file.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(json.loads(data_file.read_text()))
+    jsonschema.Draft202012Validator(schema).validate(
+        json.loads(data_file.read_text(encoding="utf-8"))
+    )
 
 
 def test_the_four_tasks_exist() -> None:
@@ -181,10 +183,10 @@ def test_tasks_are_fresh_objects() -> None:
     ],
 )
 def test_a_broken_registry_is_refused(tmp_path: Path, change, message: str) -> None:
-    data = json.loads(TASKS_JSON.read_text())
+    data = json.loads(TASKS_JSON.read_text(encoding="utf-8"))
     change(data)
     broken = tmp_path / "tasks.json"
-    broken.write_text(json.dumps(data))
+    broken.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(RegistryError, match=message):
         load_tasks(broken)
 

@@ -87,7 +87,7 @@ def test_a_real_short_loop_scores_each_round(tmp_path: Path, shared_data: Path) 
     options = dict(cwd=REPO, env=env, capture_output=True, encoding="utf-8", timeout=600)
     result = subprocess.run(command, **options)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report = json.loads(out.read_text(encoding="utf-8"))
     (run,) = report["runs"]
     first, second = run["rounds"]
     assert first["trained_cases"] == ["BRATS13_001"]

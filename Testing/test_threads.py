@@ -49,7 +49,7 @@ def cli_under(cores: set[int], tmp_path, **env: str) -> subprocess.CompletedProc
     return subprocess.run(
         command,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=300,
         env=clean_env(**env),
         preexec_fn=lambda: os.sched_setaffinity(0, cores),

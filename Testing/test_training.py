@@ -29,7 +29,7 @@ TINY = [
 
 
 def _losses(run: Path) -> dict[int, str]:
-    with open(run / "log.csv", newline="") as file:
+    with open(run / "log.csv", newline="", encoding="utf-8") as file:
         return {int(row["step"]): row["loss"] for row in csv.DictReader(file)}
 
 
@@ -53,7 +53,7 @@ def test_loss_falls_and_best_checkpoint_has_provenance(straight_run: Path) -> No
     for field in ("dataset", "commit", "date", "dice_per_class", "training_hours"):
         assert provenance[field] not in (None, ""), field
     assert header["network"]["second_tom"] is False and model.widths == (8, 16, 32, 64)
-    run = json.loads((straight_run / "run.json").read_text())
+    run = json.loads((straight_run / "run.json").read_text(encoding="utf-8"))
     assert run["finished"]["step"] == 4 and len(run["finished"]["replica_weight_digests"]) == 1
     assert list((straight_run / "tensorboard").glob("events.out.tfevents.*"))
 

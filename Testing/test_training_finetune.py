@@ -39,7 +39,7 @@ PROGRESS_KEYS = [
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env or {}), "PYTHONPATH": f"{REPO / 'SegResMambaSlicer'}:{REPO}"}
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, encoding="utf-8",
         timeout=300,
     )  # fmt: skip
 
@@ -118,7 +118,7 @@ def test_progress_json_is_one_line_per_step(parent) -> None:
         assert line["elapsed_s"] > 0 and np.isfinite(line["loss"])
         assert line["dice_on"] == "training cases"  # --fold all
     assert lines[0]["dice"] is None  # no validation yet
-    log = (out / "log.csv").read_text().splitlines()
+    log = (out / "log.csv").read_text(encoding="utf-8").splitlines()
     val_mean = float(log[-1].split(",")[log[0].split(",").index("val_mean")])
     assert lines[1]["dice"] == pytest.approx(val_mean)
     assert lines[1]["loss"] == pytest.approx(float(log[-1].split(",")[2]))
@@ -129,7 +129,7 @@ def test_progress_json_is_one_line_per_step(parent) -> None:
 def test_fold_all_trains_and_validates_on_every_case(parent) -> None:
     out, result = parent
     assert "validation runs on the training cases" in result.stdout
-    info = json.loads((out / "run.json").read_text())
+    info = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert info["training_case_ids"] == info["validation_case_ids"] == list(CASES)
     assert info["settings"]["fold"] == "all"
     provenance = read_header(out / "best.safetensors")["provenance"]
@@ -153,7 +153,7 @@ def test_finetune_starts_from_the_model_and_takes_the_plans_finetune_section(
     out = tmp_path / "child"
     assert train(["--dataset", str(data["A4"]), "--init-from", str(model), "--out", str(out)]) == 0
     assert "labels differ" not in capsys.readouterr().out
-    settings = json.loads((out / "run.json").read_text())["settings"]
+    settings = json.loads((out / "run.json").read_text(encoding="utf-8"))["settings"]
     assert settings["total_steps"] == 1 and settings["lr"] == 0.0  # the plan's finetune section
     child, before = tensors(out / "best.safetensors"), tensors(model)
     assert child.keys() == before.keys()
@@ -275,6 +275,10 @@ def test_a_run_log_without_tensorboard_says_so_once(tmp_path: Path, monkeypatch,
         log.scalars(step, {"train/loss": 0.5})
         log.row({"step": step, "loss": 0.5})
     log.close()
-    assert (tmp_path / "log.csv").read_text().splitlines() == ["step,loss", "1,0.5", "2,0.5"]
+    assert (tmp_path / "log.csv").read_text(encoding="utf-8").splitlines() == [
+        "step,loss",
+        "1,0.5",
+        "2,0.5",
+    ]
     assert capsys.readouterr().err.count("TensorBoard") == 1
     assert not (tmp_path / "tensorboard").exists()

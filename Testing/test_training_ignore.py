@@ -216,7 +216,7 @@ def test_the_plan_knows_the_ignore_label(partial: Path) -> None:
 
 
 def test_region_based_plan_has_no_ignore_region(partial: Path, tmp_path: Path) -> None:
-    meta = json.loads((partial / "dataset.json").read_text())
+    meta = json.loads((partial / "dataset.json").read_text(encoding="utf-8"))
     meta["labels"] = {
         "background": 0,
         "whole tumour": [1, 2, 3, 4],
@@ -229,7 +229,7 @@ def test_region_based_plan_has_no_ignore_region(partial: Path, tmp_path: Path) -
     (tmp_path / "regions").mkdir()
     for sub in ("imagesTr", "labelsTr"):
         (tmp_path / "regions" / sub).symlink_to(partial / sub)
-    (tmp_path / "regions" / "dataset.json").write_text(json.dumps(meta))
+    (tmp_path / "regions" / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     dataset = load_dataset(tmp_path / "regions")
     plan = make_plan(dataset, spacing_mm=6.0)
     task = task_from_dict(plan["task"])
@@ -275,6 +275,6 @@ def test_a_partly_labelled_dataset_trains(partial: Path, tmp_path: Path) -> None
     assert read_plan(out / "plan.json")["dataset"]["ignore_value"] == IGNORE
     header = read_header(out / "best.safetensors")
     assert "ignore" not in [label["name"] for label in header["labels"]]
-    rows = (out / "log.csv").read_text().strip().splitlines()[1:]
+    rows = (out / "log.csv").read_text(encoding="utf-8").strip().splitlines()[1:]
     assert len(rows) == 2 and all(np.isfinite(float(r.split(",")[2])) for r in rows)
     assert 0 <= header["provenance"]["dice"] <= 1

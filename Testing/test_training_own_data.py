@@ -54,7 +54,7 @@ def write_dataset(folder: Path, cases: dict, ending: str = ".nii.gz", **changes)
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'SegResMambaSlicer'}{os.pathsep}{REPO}"}
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, encoding="utf-8",
         timeout=600,
     )  # fmt: skip
 
@@ -142,7 +142,7 @@ def _regrid(what: str):
 
 def _meta(text: str):
     def change(folder: Path) -> None:
-        (folder / "dataset.json").write_text(text)
+        (folder / "dataset.json").write_text(text, encoding="utf-8")
 
     return change
 
@@ -269,14 +269,14 @@ def test_two_step_training_on_the_real_data(tmp_path: Path, brats: Path) -> None
     # the split is re-created from the seed
     assert brats_folds(plan["dataset"]["cases"], 5, seed=7) == plan["folds"]["case_fold"]
     plan["task"]["network"]["widths"] = [8, 16, 32, 64]  # plans are for users to edit
-    plan_path.write_text(json.dumps(plan))
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
     out = tmp_path / "run"
     result = run(
         "training.train", "--dataset", str(brats), "--plan", str(plan_path), "--fold", "0",
         "--max-steps", "2", "--val-every", "2", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len((out / "log.csv").read_text().strip().splitlines()) == 3
+    assert len((out / "log.csv").read_text(encoding="utf-8").strip().splitlines()) == 3
     header = read_header(out / "best.safetensors")
     assert header["task_definition"] == plan["task"]
     task = task_from_dict(header["task_definition"])

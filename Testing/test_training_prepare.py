@@ -66,7 +66,7 @@ def test_btcv_datalist_uses_the_fixed_validation_cases(tmp_path: Path) -> None:
     assert (
         prepare(["--task", "btcv", "--data", str(_btcv(tmp_path / "BTCV")), "--out", str(out)]) == 0
     )
-    datalist = json.loads(out.read_text())
+    datalist = json.loads(out.read_text(encoding="utf-8"))
     assert [e["case"] for e in datalist["validation"]] == list(BTCV_VALIDATION_CASES)
     assert [e["case"] for e in datalist["training"]] == ["0001", "0002"]
     first = datalist["training"][0]
@@ -78,7 +78,7 @@ def test_brats_datalist_has_folds_and_channel_order(tmp_path: Path) -> None:
     out = tmp_path / "brats.json"
     args = ["--task", "brats", "--data", str(_brats(tmp_path)), "--out", str(out), "--fold", "1"]
     assert prepare(args) == 0
-    datalist = json.loads(out.read_text())
+    datalist = json.loads(out.read_text(encoding="utf-8"))
     entry = datalist["cases"][0]
     assert [Path(p).name.split("_")[-1] for p in entry["image"]] == [
         "flair.nii.gz",
@@ -98,7 +98,7 @@ def test_brats_datalist_has_folds_and_channel_order(tmp_path: Path) -> None:
 def test_spleen_split_is_32_9_and_ignores_macos_files(tmp_path: Path) -> None:
     out = tmp_path / "spleen.json"
     assert prepare(["--task", "spleen", "--data", str(_spleen(tmp_path)), "--out", str(out)]) == 0
-    datalist = json.loads(out.read_text())
+    datalist = json.loads(out.read_text(encoding="utf-8"))
     assert len(datalist["training"]) + len(datalist["validation"]) == 5
     train, validation = spleen_split(str(i) for i in range(41))
     assert (len(train), len(validation)) == (32, 9)
@@ -119,7 +119,7 @@ def test_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None:
         ],
         cwd=REPO,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=120,
     )
     assert done.returncode == 2

@@ -66,7 +66,7 @@ def test_evaluate_a_tiny_case_through_segment(tmp_path: Path, capsys) -> None:
     write_image(ct, tmp_path / "ct.nii.gz")
     write_labelmap(truth, tmp_path / "label.nii.gz", task)
     datalist = {"validation": [{"case": "p7", "image": "ct.nii.gz", "label": "label.nii.gz"}]}
-    (tmp_path / "list.json").write_text(json.dumps(datalist))
+    (tmp_path / "list.json").write_text(json.dumps(datalist), encoding="utf-8")
     torch.manual_seed(0)
     network = {"widths": [8, 16, 32, 64], "second_tom": False}
     model = SegResMamba(in_channels=1, out_channels=6, **network)
@@ -76,16 +76,16 @@ def test_evaluate_a_tiny_case_through_segment(tmp_path: Path, capsys) -> None:
     argv = ["--task", "phantom", "--data", str(tmp_path / "list.json"), "--model",
             str(tmp_path / "tiny.safetensors"), "--out", str(out), "--device", "cpu"]  # fmt: skip
     assert evaluate(argv) == 0
-    markdown = (out / "summary.md").read_text()
+    markdown = (out / "summary.md").read_text(encoding="utf-8")
     assert "| Model | liver | spleen | right kidney | left kidney | aorta | Avg Dice |" in markdown
     assert (
         "| Model | liver | spleen | right kidney | left kidney | aorta | Avg HD95 (mm) |"
         in markdown
     )
-    with open(out / "per_case.csv", newline="") as file:
+    with open(out / "per_case.csv", newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     assert [r["case"] for r in rows] == ["p7"] and "hd95_aorta" in rows[0]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert 0.0 <= summary["summary"]["dice"]["mean"] <= 1.0
     assert "mean Dice" in capsys.readouterr().out
 
@@ -107,9 +107,11 @@ def test_efficiency_reuses_bench_workers(tmp_path: Path) -> None:
                "spleen", "--models", "unet", "--size", "32", "--repeats", "1", "--threads", "1",
                "--out-json", str(out)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, encoding="utf-8", timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    run = json.loads(out.read_text())
+    run = json.loads(out.read_text(encoding="utf-8"))
     row = run["tables"]["spleen"][0]
     assert row["model"] == "unet" and row["params"] > 1e6 and row["macs"] > 0
     assert row["train_peak_memory_gb"] > 0 and row["inference_s_per_patch"] > 0

@@ -32,7 +32,12 @@ PACKAGE_DATA = (
 
 def _run(command: list, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
     out = subprocess.run(
-        [str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [str(c) for c in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=timeout,
     )
     assert out.returncode == 0, f"{' '.join(map(str, command))} failed:\n{out.stdout}\n{out.stderr}"
     return out

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": {},
     }
     if result["planning"]["exit_status"] != 0:
-        print((work / "plan.log").read_text(), file=sys.stderr)
+        print((work / "plan.log").read_text(encoding="utf-8"), file=sys.stderr)
         return result["planning"]["exit_status"]
     result["plan"] = json.loads(plan_path.read_text(encoding="utf-8"))
     for name in args.models:

@@ -26,13 +26,17 @@ def git_commit() -> str | None:
     """The checkout's commit (with ``+dirty`` when tracked files differ), or None outside git."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            encoding="utf-8",
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=REPO,
             capture_output=True,
-            text=True,
+            encoding="utf-8",
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

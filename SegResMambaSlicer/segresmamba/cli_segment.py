@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cohort import launched_by_torchrun, run_cohort
-from .errors import InputMatchError, SegResMambaError, exit_code_for
+from .cohort import launched_by_torchrun, run_cohort, run_in_turn
+from .errors import InputMatchError, SegResMambaError
 from .io import LABELMAP_SUFFIXES, check_output_path, full_suffix
 from .io.dicom_seg import (
     DICOM_SEG_SUFFIX,
@@ -21,7 +21,12 @@ from .io.dicom_seg import (
     write_dicom_seg,
 )
 from .io.writers import segments_for
-from .statistics import check_statistics_path, segment_statistics, write_statistics
+from .statistics import (
+    check_statistics_path,
+    merge_statistics,
+    read_statistics,
+    segment_statistics,
+)
 
 __all__ = [
     "Case",
@@ -271,26 +276,18 @@ def run_segment(args: argparse.Namespace) -> int:
     statistics_path = getattr(args, "statistics", None)
     if statistics_path:
         check_output_path(check_statistics_path(statistics_path), overwrite=True)
-    if launched_by_torchrun():  # a cohort sharded across processes, GPUs and nodes
-        return run_cohort(args, task, plan_cases, _segment_case, write_statistics)
-    cases = plan_cases(args, task)
-    model = None
-    worst = 0
-    rows: list = []
-    for number, case in enumerate(cases, start=1):
-        label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
-        try:
-            model = _segment_case(args, task, case, model, label, rows if statistics_path else None)
-        except SegResMambaError as error:
-            if len(cases) == 1:
-                raise
-            print(f"error: {case.name}: {' '.join(str(error).split())}", file=sys.stderr)
-            worst = max(worst, exit_code_for(error))
-    if statistics_path and rows:
-        write_statistics(rows, statistics_path)
+        if Path(statistics_path).exists() and not args.overwrite:
+            read_statistics(statistics_path)  # rows to merge into: refuse a foreign file now
+
+    def save(rows: list, path: str) -> None:
+        _, kept = merge_statistics(rows, path, args.overwrite)
         if not args.quiet:
-            print(f"statistics: wrote {statistics_path}")
-    return worst
+            earlier = f"; kept the rows of {kept} earlier case(s) it held" if kept else ""
+            print(f"statistics: wrote {path} ({len({r.case for r in rows})} case(s){earlier})")
+
+    if launched_by_torchrun():  # a cohort sharded across processes, GPUs and nodes
+        return run_cohort(args, task, plan_cases, _segment_case, save)
+    return run_in_turn(args, task, plan_cases(args, task), _segment_case, save)
 
 
 def _task_of(args: argparse.Namespace):

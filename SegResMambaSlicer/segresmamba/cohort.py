@@ -1,4 +1,5 @@
-"""Cohorts across processes, GPUs and nodes: ``segresmamba segment --batch`` under ``torchrun``.
+"""Cohorts across processes, GPUs and nodes: ``segresmamba segment --batch`` under ``torchrun``
+(and, with :func:`run_in_turn`, one after another in a single process).
 
     torchrun --nproc_per_node 4 -m segresmamba segment -t btcv --batch cases.txt -o out/
 
@@ -15,16 +16,27 @@ skipped, failed with reasons) and every rank exits non-zero when any case failed
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EXIT_UNEXPECTED, SegResMambaError, exit_code_for
+from .errors import SegResMambaError, exit_code_for
 from .threads import available_cores
 
-__all__ = ["Outcome", "Rank", "launched_by_torchrun", "rank_from_env", "run_cohort", "shard"]
+__all__ = [
+    "Outcome",
+    "Rank",
+    "launched_by_torchrun",
+    "print_summary",
+    "rank_from_env",
+    "record_failure",
+    "run_cohort",
+    "run_in_turn",
+    "shard",
+]
 
 
 @dataclass(frozen=True)
@@ -128,19 +140,71 @@ def run_cohort(
             dist.destroy_process_group()
     failed = [f for o in everyone for f in o.failed]
     if rank.rank == 0:
-        done = sum(len(o.done) for o in everyone)
-        skipped = sum(len(o.skipped) for o in everyone)
-        print(
-            f"summary: {done} done, {skipped} skipped (output exists; --overwrite redoes them), "
-            f"{len(failed)} failed ({rank.world_size} process(es))",
-            flush=True,
-        )
-        for name, reason, _code in failed:
-            print(f"failed: {name}: {reason}", flush=True)
+        print_summary(everyone, rank.world_size)
         rows = [row for o in everyone for row in o.statistics]
         if write_statistics is not None and getattr(args, "statistics", None) and rows:
             write_statistics(rows, args.statistics)
     return max((code for _name, _reason, code in failed), default=0)
+
+
+def record_failure(outcome: Outcome, name: str, error: Exception, debug: bool = False) -> None:
+    """Report one case's failure on stderr with its reason and count it in ``outcome``; an
+    unexpected error (a bug) is reported the same way, with its type, so the cohort goes on."""
+    reason = " ".join(str(error).split())
+    if not isinstance(error, SegResMambaError):
+        reason = f"unexpected {type(error).__name__}: {reason}"
+        if debug:
+            logging.getLogger("segresmamba").error("%s: traceback", name, exc_info=error)
+    print(f"error: {name}: {reason}", file=sys.stderr, flush=True)
+    outcome.failed.append((name, reason, exit_code_for(error)))
+
+
+def print_summary(everyone: list[Outcome], processes: int | None = None) -> None:
+    """Done, skipped and failed (with reasons) over all outcomes; ``processes`` None for a
+    plain cohort, which refuses existing outputs up front instead of skipping them."""
+    done = sum(len(o.done) for o in everyone)
+    failed = [f for o in everyone for f in o.failed]
+    if processes is None:
+        print(f"summary: {done} done, {len(failed)} failed", flush=True)
+    else:
+        skipped = sum(len(o.skipped) for o in everyone)
+        print(
+            f"summary: {done} done, {skipped} skipped (output exists; --overwrite redoes them), "
+            f"{len(failed)} failed ({processes} process(es))",
+            flush=True,
+        )
+    for name, reason, _code in failed:
+        print(f"failed: {name}: {reason}", flush=True)
+
+
+def run_in_turn(
+    args: argparse.Namespace, task, cases: list, segment_case: Callable, write_statistics: Callable
+) -> int:
+    """Without torchrun: the cases one after another in this process. A single case's error
+    propagates; in a cohort each failure is recorded and the others go on, as under torchrun.
+    Returns the exit code of the worst failed case (0 when none failed)."""
+    statistics_path = getattr(args, "statistics", None)
+    model = None
+    outcome = Outcome()
+    try:
+        for number, case in enumerate(cases, start=1):
+            label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
+            rows: list | None = [] if statistics_path else None
+            try:
+                model = segment_case(args, task, case, model, label, rows)
+            except Exception as error:  # expected or a bug: one case must not stop the cohort
+                if len(cases) == 1:
+                    raise
+                record_failure(outcome, case.name, error, getattr(args, "debug", False))
+                continue
+            outcome.done.append(case.name)
+            outcome.statistics += rows or []
+    finally:  # also after Ctrl+C: the finished cases' statistics are kept
+        if len(cases) > 1:
+            print_summary([outcome])
+        if statistics_path and outcome.statistics:
+            write_statistics(outcome.statistics, statistics_path)
+    return max((code for _name, _reason, code in outcome.failed), default=0)
 
 
 def _run_share(args, task, plan, segment_case, rank: Rank) -> Outcome:
@@ -165,15 +229,8 @@ def _run_share(args, task, plan, segment_case, rank: Rank) -> Outcome:
         rows: list | None = [] if getattr(args, "statistics", None) else None
         try:
             model = segment_case(args, task, case, model, label, rows)
-        except SegResMambaError as error:
-            reason = " ".join(str(error).split())
-            print(f"error: {case.name}: {reason}", file=sys.stderr, flush=True)
-            outcome.failed.append((case.name, reason, exit_code_for(error)))
-            continue
-        except Exception as error:  # a bug in one case must not stop the cohort
-            reason = f"unexpected {type(error).__name__}: {' '.join(str(error).split())}"
-            print(f"error: {case.name}: {reason}", file=sys.stderr, flush=True)
-            outcome.failed.append((case.name, reason, EXIT_UNEXPECTED))
+        except Exception as error:  # expected or a bug: one case must not stop the cohort
+            record_failure(outcome, case.name, error, getattr(args, "debug", False))
             continue
         outcome.done.append(case.name)
         outcome.statistics += rows or []

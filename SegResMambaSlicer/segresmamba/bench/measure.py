@@ -38,7 +38,7 @@ def peak_rss_gb() -> float:
 def current_rss_gb() -> float:
     """The resident set now (from /proc/self/statm), or the peak where /proc is missing."""
     try:
-        with open("/proc/self/statm") as statm:
+        with open("/proc/self/statm", encoding="utf-8") as statm:
             pages = int(statm.read().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / GIB
     except (OSError, ValueError, IndexError):
@@ -47,7 +47,7 @@ def current_rss_gb() -> float:
 
 def _high_water_gb() -> float:
     """VmHWM from /proc/self/status: the peak resident set since the last reset."""
-    with open("/proc/self/status") as status:
+    with open("/proc/self/status", encoding="utf-8") as status:
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024 / GIB
@@ -68,7 +68,7 @@ def added_peak_rss_gb(step: Callable[[], object]) -> float | None:
     except (OSError, AttributeError):
         pass
     try:
-        with open("/proc/self/clear_refs", "w") as clear:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as clear:
             clear.write("5")
         before = current_rss_gb()
         step()

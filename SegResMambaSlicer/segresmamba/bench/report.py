@@ -70,7 +70,7 @@ def json_path(docs_dir: Path, date: str, suffix: str = "") -> Path:
 
 def _cpu_model() -> str:
     try:
-        with open("/proc/cpuinfo") as info:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
                 if line.lower().startswith("model name"):
                     return line.split(":", 1)[1].strip()
@@ -81,7 +81,7 @@ def _cpu_model() -> str:
 
 def _memory_gb() -> float | None:
     try:
-        with open("/proc/meminfo") as info:
+        with open("/proc/meminfo", encoding="utf-8") as info:
             for line in info:
                 if line.startswith("MemTotal:"):
                     return round(int(line.split()[1]) * 1024 / (1 << 30), 1)
@@ -241,7 +241,7 @@ def _load_runs(bench_dir: Path) -> list[tuple[dict, Path]]:
     runs = []
     for path in sorted(bench_dir.glob("*-cpu*.json")):
         try:
-            run = json.loads(path.read_text())
+            run = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(run, dict) and "settings" in run:  # this tool's runs, not e.g. e2e's
@@ -252,7 +252,7 @@ def _load_runs(bench_dir: Path) -> list[tuple[dict, Path]]:
 def regenerate_markdown(docs_dir: Path) -> Path:
     """Rebuild the marked section of ``docs/benchmarks.md`` from the run files, newest first."""
     md = docs_dir / "benchmarks.md"
-    text = md.read_text() if md.exists() else HEADER
+    text = md.read_text(encoding="utf-8") if md.exists() else HEADER
     if START not in text or END not in text or text.index(START) > text.index(END):
         text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
     runs = _load_runs(docs_dir / "benchmarks")

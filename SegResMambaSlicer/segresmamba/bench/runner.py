@@ -56,7 +56,7 @@ def run_worker_process(settings: Settings, kind: str, model: str | None, size) -
         done = subprocess.run(
             command,
             capture_output=True,
-            text=True,
+            encoding="utf-8",
             env=_worker_env(settings.threads),
             timeout=settings.timeout or None,
         )

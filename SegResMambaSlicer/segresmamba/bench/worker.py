@@ -33,7 +33,7 @@ def run_worker(args: argparse.Namespace) -> int:
     size = [s for group in args.size for s in group][0] if args.size else (96, 96, 96)
     repeats = args.repeats or 3
     # Keep stray prints (library banners, warnings) off the JSON channel.
-    json_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    json_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     sys.stdout = sys.stderr
     _import_baseline()
     if args.worker == "scan":
