@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from segresmamba.datasets import EXIT_DATASET, OwnDataset, check_cases, load_dataset
+from segresmamba.datasets import (
+    EXIT_DATASET,
+    DatasetError,
+    OwnDataset,
+    check_cases,
+    load_dataset,
+)
 from segresmamba.errors import SegResMambaError
 
 from .fingerprint import fingerprint
@@ -34,6 +40,8 @@ from .own_task import task_dict
 __all__ = [
     "FINETUNE_DEFAULTS",
     "build_parser",
+    "check_own_name",
+    "check_plan_out",
     "dataset_section",
     "estimate_memory_gb",
     "folds_section",
@@ -184,13 +192,14 @@ def make_plan(
         dataset,
         modality,
         spacing,
-        [min(20.0, 2 * s) for s in spacing],
+        spacing,  # fast mode = the trained spacing: a model runs well only where it was taught
         patch,
         _intensity(fp),
         [width * 2**i for i in range(4)],
         name,
     )
     task_from_dict(task, f"the task planned for {dataset.folder}")  # same rules as tasks.json
+    check_own_name(task["name"], "--name" if name else f"{dataset.folder}/dataset.json 'name'")
     total = int(steps or DEFAULT_STEPS[device])
     sided = any(w in n.lower() for n in dataset.labels for w in ("left", "right"))
     mr_only = modality == "MR"
@@ -233,13 +242,46 @@ def make_plan(
     }
 
 
+def check_own_name(name: str, source: str) -> None:
+    """Refuse a task name that a built-in task has: the trained model could never be imported
+    (``segresmamba models import`` keeps built-in names for the bundled tasks)."""
+    from segresmamba.tasks import builtin_tasks
+
+    if name in {task.name for task in builtin_tasks()}:
+        raise DatasetError(
+            f"task name {name!r} (from {source}) is a built-in task's; give the task a name of "
+            "its own with --name"
+        )
+
+
+def check_plan_out(out: str | Path) -> Path:
+    """Refuse, before any work, a plan path that cannot be written: a folder, a path under a
+    file, or a folder that is not writable. Nothing is created."""
+    from segresmamba.io.atomic import check_output_path
+
+    out = Path(out)
+    if out.is_dir():
+        raise SegResMambaError(f"--out {out} is a folder; give a file name such as plan.json")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SegResMambaError(f"cannot write {out}: {folder} is a file, not a folder")
+    if folder == out.parent:
+        check_output_path(out, overwrite=True)  # probes the folder: root ignores mode bits
+    return out
+
+
 def write_plan(plan: dict[str, Any], out: str | Path) -> Path:
-    """Write the plan atomically (never a half-written file)."""
+    """Write the plan atomically (never a half-written file, nothing left on failure)."""
     from segresmamba.io.atomic import land, temporary_beside
 
-    with temporary_beside(out) as temporary:
-        temporary.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
-        return land(temporary, out)
+    try:
+        with temporary_beside(out) as temporary:
+            temporary.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+            return land(temporary, out)
+    except OSError as error:
+        raise SegResMambaError(f"cannot write {out}: {error.strerror or error}") from None
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:
@@ -274,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan_dataset(folder: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
     """Load, check, fingerprint and plan ``folder``; write and return the plan."""
+    check_plan_out(out)
     dataset = load_dataset(folder)
     check_cases(dataset)
     plan = make_plan(dataset, **options)
