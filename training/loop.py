@@ -8,6 +8,8 @@ fall on step numbers. The cosine schedule anneals over the whole run.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import random
@@ -46,7 +48,7 @@ from .state import load_state, read_progress, save_state
 from .transforms import deterministic_transforms, random_transforms
 from .validation import class_names, validate
 
-__all__ = ["train"]
+__all__ = ["TrainingStopped", "train"]
 
 BEST = "best.safetensors"
 RESUME = "resume.safetensors"
@@ -101,7 +103,40 @@ def _settings(
         "recipe": recipe.as_dict(),
         "ignore_value": own.dataset.ignore_value if own is not None else None,
         "init_from": parent.record() if parent is not None else None,
+        "plan_sha256": _digest(own.plan) if own is not None else None,
     }
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min`` or ``2.1 h``: never "0.0 min" for a short run."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _digest(plan: dict[str, Any]) -> str:
+    """The plan's fingerprint, so a resume can tell that the run's plan.json was edited."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _check_resume(resume_path: Path, settings: dict[str, Any]) -> None:
+    """Refuse a resume whose settings (or the run's plan) are not those the state was saved with."""
+    try:
+        saved = read_progress(resume_path)["progress"]["settings"]
+    except (OSError, ValueError) as error:
+        raise SegResMambaError(f"cannot resume from {resume_path}: {error}") from None
+    if "plan_sha256" in saved and saved["plan_sha256"] != settings.get("plan_sha256"):
+        raise SegResMambaError(
+            f"the run's plan.json was changed after {resume_path} was saved; --resume continues "
+            "with the plan the run was trained with: restore it, or train the edited plan in a "
+            "new --out folder"
+        )
+    changed = [k for k in SAME_ON_RESUME if saved.get(k) != settings.get(k)]
+    if changed:
+        raise SegResMambaError(
+            f"--resume with different settings ({', '.join(changed)}) than {resume_path}; "
+            "resume with the original options"
+        )
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
@@ -122,23 +157,17 @@ def _prepare(args: argparse.Namespace, place: Distributed) -> tuple[Task, Recipe
     return task, get_recipe(task.name), None
 
 
-def _start(args: argparse.Namespace, out: Path, own: Any, place: Distributed) -> None:
-    """Refuse a wrong --resume, make the run folder (with the plan used), seed everything."""
+def _refuse_wrong_resume(args: argparse.Namespace, out: Path) -> None:
+    """A run folder is never touched by a refused run: checked before anything is read."""
     resume_path = out / RESUME
     if args.resume and not resume_path.is_file():
         raise SegResMambaError(f"nothing to resume: {resume_path} does not exist")
     if not args.resume and resume_path.is_file():
         raise SegResMambaError(f"{out} already holds a run; add --resume or choose another --out")
-    if place.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if own is not None:
-            from .own_data import PLAN_NAME
-            from .plan import write_plan
 
-            write_plan(own.plan, out / PLAN_NAME)
-            for note in own.notes:  # what --init-from decided, one line each
-                print(note, flush=True)
-    place.barrier()
+
+def _seed(args: argparse.Namespace, place: Distributed) -> None:
+    """Threads and seeds, before the network is built (its initial weights follow the seed)."""
     # torch's and numba's pools alike: the numba scan's parallel kernels sum per thread, so a
     # run is repeatable (and resumes bit for bit) only at the thread count it started with; in
     # Slicer's child the engine's reserve leaves a core to the interface
@@ -152,6 +181,25 @@ def _start(args: argparse.Namespace, out: Path, own: Any, place: Distributed) ->
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     random.seed(args.seed)
+
+
+def _open_run(out: Path, own: Any, place: Distributed) -> None:
+    """Make the run folder and write the plan used, once every check has passed."""
+    if place.main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SegResMambaError(
+                f"cannot make the run folder {out}: {error.strerror or error}"
+            ) from None
+        if own is not None:
+            from .own_data import PLAN_NAME
+            from .plan import write_plan
+
+            write_plan(own.plan, out / PLAN_NAME)
+            for note in own.notes:  # what --init-from decided, one line each
+                print(note, flush=True)
+    place.barrier()
 
 
 def _save_best(
@@ -187,12 +235,31 @@ def _save_best(
     save_checkpoint(path, model, header, overwrite=True)
 
 
+class TrainingStopped(SegResMambaError):
+    """The loss became NaN or infinite: the run stops, keeping what it saved before."""
+
+
+def _diverged(out: Path, value: float, progress: dict[str, Any], saved_step: int | None) -> str:
+    """One line: where the loss broke, and what was kept (nothing is saved after it broke)."""
+    kept = []
+    if progress["best_step"]:
+        kept.append(f"{out / BEST} (step {progress['best_step']})")
+    if saved_step:
+        kept.append(f"the state saved at step {saved_step} ({RESUME})")
+    return (
+        f"the loss became {value} at step {progress['step'] + 1}: training stopped before that "
+        f"step changed the weights; kept: {', '.join(kept) or 'nothing (no save yet)'}; lower "
+        "the learning rate (--lr or the plan's) or check the images"
+    )
+
+
 def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) -> int:
     out = Path(args.out)
+    _refuse_wrong_resume(args, out)
     task, recipe, own = _prepare(args, place)
     settings = _settings(args, task, recipe, place, own)
     resume_path = out / RESUME
-    _start(args, out, own, place)
+    _seed(args, place)  # nothing is written into --out until every check has passed
 
     if own is not None:
         from .own_data import own_split
@@ -265,14 +332,9 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         "settings": settings,
     }
     if args.resume:
-        saved = read_progress(resume_path)["progress"]["settings"]
-        changed = [k for k in SAME_ON_RESUME if saved.get(k) != settings.get(k)]
-        if changed:
-            raise SegResMambaError(
-                f"--resume with different settings ({', '.join(changed)}) than {resume_path}; "
-                "resume with the original options"
-            )
+        _check_resume(resume_path, settings)
         progress = load_state(resume_path, model, optimizer, scheduler, scaler, place.device)
+    _open_run(out, own, place)
     names = class_names(task)
     commit = git_commit()  # the code that runs: taken now, not when a checkpoint is saved
     columns = ["step", "epoch", "loss", "lr", "seconds", "val_mean"] + [f"val_{n}" for n in names]
@@ -327,7 +389,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         dice_on=summary.get("validation_on", "validation"),
     )
     model.train()
-    stop = False
+    stop, diverged, saved_step = False, None, progress["step"] if args.resume else None
     while progress["step"] < total and not stop:
         sampler.set_epoch(progress["epoch"])
         sampler.skip(progress["position"] * batch_size)
@@ -337,15 +399,18 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
                 loss = loss_fn(ddp_model(image), label)
+            loss_value = loss.detach().float()
+            if place.active:  # a NaN on one process reaches every process: all stop together
+                torch.distributed.all_reduce(loss_value)
+                loss_value /= place.world_size
+            if not torch.isfinite(loss_value):  # before this step can change the weights
+                diverged, stop = float(loss_value), True
+                break
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            loss_value = loss.detach().float()
-            if place.active:
-                torch.distributed.all_reduce(loss_value)
-                loss_value /= place.world_size
             progress["step"] += 1
             progress["position"] += 1
             progress["seconds"] = time.perf_counter() - started
@@ -373,6 +438,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             if step % save_every == 0 or step == total or stop:
                 if place.main:
                     save_state(out / RESUME, model, optimizer, scheduler, scaler, progress)
+                saved_step = step
                 place.barrier()
             if step >= total or stop:
                 break
@@ -381,6 +447,11 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             progress["position"] = 0
     report.close()
     log.close()
+    if diverged is not None:
+        if place.main:
+            run_info["finished"] = {"step": progress["step"], "date": utc_now(), "stopped": "loss"}
+            write_run_info(out, run_info)
+        raise TrainingStopped(_diverged(out, diverged, progress, saved_step))
     digests = replica_digests(model, place)
     if place.main:
         run_info["finished"] = {
@@ -398,7 +469,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             )
         else:
             print(
-                f"done: {total} steps in {progress['seconds'] / 60:.1f} min; best validation "
+                f"done: {total} steps in {_duration(progress['seconds'])}; best validation "
                 f"mean Dice {progress['best_dice']:.4f} at step {progress['best_step']} -> "
                 f"{out / BEST}",
                 flush=True,
