@@ -84,12 +84,15 @@ def test_refused_runs_leave_the_run_folder_as_it_was(stopped: Path, dataset, pla
     (plan.parent / "edited.json").write_text(json.dumps(edited), encoding="utf-8")
     invalid = edited | {"folds": {"count": 1, "seed": 0, "case_fold": {"BRATS13_001": 0}}}
     (plan.parent / "invalid.json").write_text(json.dumps(invalid), encoding="utf-8")
+    unusable = edited | {"training": edited["training"] | {"steps": "many"}}
+    (plan.parent / "unusable.json").write_text(json.dumps(unusable), encoding="utf-8")
     base = ["--dataset", dataset, "--fold", 1, "--out", stopped, "--max-steps", 2, *TINY]
     refusals = {
         "already holds a run": [],
         "different settings (lr)": ["--resume", "--lr", "0.5", "--plan", plan],
         "differs from the run's own": ["--resume", "--plan", plan.parent / "edited.json"],
         "fold 1 is not in the plan": ["--plan", plan.parent / "invalid.json", "--out", stopped / "x"],
+        "unusable 'training'": ["--plan", plan.parent / "unusable.json", "--out", stopped / "y"],
     }  # fmt: skip
     for words, extra in refusals.items():
         result = train(*base, *extra)

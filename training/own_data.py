@@ -113,7 +113,15 @@ def own_setup(args: argparse.Namespace, device: torch.device) -> OwnRun:
         raise DatasetError(str(error)) from None
     if parent is None:  # a fine-tune keeps its model's name (a version of that task)
         check_own_name(task.name, f"the plan ({where})")
-    recipe = plan_recipe(plan, f"training.plan for {dataset.name} ({where})", parent is not None)
+    try:
+        recipe = plan_recipe(
+            plan, f"training.plan for {dataset.name} ({where})", parent is not None
+        )
+    except (KeyError, TypeError, ValueError) as error:  # a hand-edited value or a lost key
+        raise DatasetError(
+            f"the plan ({where}) has an unusable 'training' or 'finetune' section: "
+            f"{type(error).__name__} {error}"
+        ) from None
     return OwnRun(task, recipe, plan, dataset, parent, notes)
 
 

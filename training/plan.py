@@ -294,8 +294,13 @@ def read_plan(path: str | Path) -> dict[str, Any]:
     if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
         raise SegResMambaError(f"plan {path} is not a training.plan file")
     for key in ("task", "training", "folds", "dataset"):
-        if key not in plan:
+        if not isinstance(plan.get(key), dict):
             raise SegResMambaError(f"plan {path} has no {key!r} section")
+    folds = plan["folds"].get("case_fold")
+    if not isinstance(folds, dict) or not all(
+        isinstance(f, int) and not isinstance(f, bool) for f in folds.values()
+    ):
+        raise SegResMambaError(f"plan {path}: 'folds' needs 'case_fold', each case's fold number")
     return plan
 
 
