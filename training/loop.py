@@ -8,8 +8,6 @@ fall on step numbers. The cosine schedule anneals over the whole run.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import os
 import random
@@ -43,32 +41,23 @@ from .recipes import (
     Recipe,
     get_recipe,
 )
+from .run_folder import (
+    BEST,
+    RESUME,
+    TrainingStopped,
+    check_resume,
+    diverged_message,
+    duration,
+    open_run,
+    plan_digest,
+    refuse_wrong_resume,
+)
 from .runlog import RunLog, command_line, git_commit, utc_now, write_run_info
-from .state import load_state, read_progress, save_state
+from .state import load_state, save_state
 from .transforms import deterministic_transforms, random_transforms
 from .validation import class_names, validate
 
 __all__ = ["TrainingStopped", "train"]
-
-BEST = "best.safetensors"
-RESUME = "resume.safetensors"
-SAME_ON_RESUME = (
-    "task",
-    "data",
-    "fold",
-    "seed",
-    "lr",
-    "loss",
-    "batch_size",
-    "patch_size",
-    "samples_per_volume",
-    "network",
-    "model",
-    "total_steps",
-    "world_size",
-    "ignore_value",
-    "init_from",
-)
 
 
 def train(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -103,40 +92,8 @@ def _settings(
         "recipe": recipe.as_dict(),
         "ignore_value": own.dataset.ignore_value if own is not None else None,
         "init_from": parent.record() if parent is not None else None,
-        "plan_sha256": _digest(own.plan) if own is not None else None,
+        "plan_sha256": plan_digest(own.plan) if own is not None else None,
     }
-
-
-def _duration(seconds: float) -> str:
-    """``42 s``, ``3.5 min`` or ``2.1 h``: never "0.0 min" for a short run."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-
-
-def _digest(plan: dict[str, Any]) -> str:
-    """The plan's fingerprint, so a resume can tell that the run's plan.json was edited."""
-    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def _check_resume(resume_path: Path, settings: dict[str, Any]) -> None:
-    """Refuse a resume whose settings (or the run's plan) are not those the state was saved with."""
-    try:
-        saved = read_progress(resume_path)["progress"]["settings"]
-    except (OSError, ValueError) as error:
-        raise SegResMambaError(f"cannot resume from {resume_path}: {error}") from None
-    if "plan_sha256" in saved and saved["plan_sha256"] != settings.get("plan_sha256"):
-        raise SegResMambaError(
-            f"the run's plan.json was changed after {resume_path} was saved; --resume continues "
-            "with the plan the run was trained with: restore it, or train the edited plan in a "
-            "new --out folder"
-        )
-    changed = [k for k in SAME_ON_RESUME if saved.get(k) != settings.get(k)]
-    if changed:
-        raise SegResMambaError(
-            f"--resume with different settings ({', '.join(changed)}) than {resume_path}; "
-            "resume with the original options"
-        )
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
@@ -157,15 +114,6 @@ def _prepare(args: argparse.Namespace, place: Distributed) -> tuple[Task, Recipe
     return task, get_recipe(task.name), None
 
 
-def _refuse_wrong_resume(args: argparse.Namespace, out: Path) -> None:
-    """A run folder is never touched by a refused run: checked before anything is read."""
-    resume_path = out / RESUME
-    if args.resume and not resume_path.is_file():
-        raise SegResMambaError(f"nothing to resume: {resume_path} does not exist")
-    if not args.resume and resume_path.is_file():
-        raise SegResMambaError(f"{out} already holds a run; add --resume or choose another --out")
-
-
 def _seed(args: argparse.Namespace, place: Distributed) -> None:
     """Threads and seeds, before the network is built (its initial weights follow the seed)."""
     # torch's and numba's pools alike: the numba scan's parallel kernels sum per thread, so a
@@ -181,25 +129,6 @@ def _seed(args: argparse.Namespace, place: Distributed) -> None:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     random.seed(args.seed)
-
-
-def _open_run(out: Path, own: Any, place: Distributed) -> None:
-    """Make the run folder and write the plan used, once every check has passed."""
-    if place.main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise SegResMambaError(
-                f"cannot make the run folder {out}: {error.strerror or error}"
-            ) from None
-        if own is not None:
-            from .own_data import PLAN_NAME
-            from .plan import write_plan
-
-            write_plan(own.plan, out / PLAN_NAME)
-            for note in own.notes:  # what --init-from decided, one line each
-                print(note, flush=True)
-    place.barrier()
 
 
 def _save_best(
@@ -235,27 +164,9 @@ def _save_best(
     save_checkpoint(path, model, header, overwrite=True)
 
 
-class TrainingStopped(SegResMambaError):
-    """The loss became NaN or infinite: the run stops, keeping what it saved before."""
-
-
-def _diverged(out: Path, value: float, progress: dict[str, Any], saved_step: int | None) -> str:
-    """One line: where the loss broke, and what was kept (nothing is saved after it broke)."""
-    kept = []
-    if progress["best_step"]:
-        kept.append(f"{out / BEST} (step {progress['best_step']})")
-    if saved_step:
-        kept.append(f"the state saved at step {saved_step} ({RESUME})")
-    return (
-        f"the loss became {value} at step {progress['step'] + 1}: training stopped before that "
-        f"step changed the weights; kept: {', '.join(kept) or 'nothing (no save yet)'}; lower "
-        "the learning rate (--lr or the plan's) or check the images"
-    )
-
-
 def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) -> int:
     out = Path(args.out)
-    _refuse_wrong_resume(args, out)
+    refuse_wrong_resume(args, out)
     task, recipe, own = _prepare(args, place)
     settings = _settings(args, task, recipe, place, own)
     resume_path = out / RESUME
@@ -332,9 +243,9 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         "settings": settings,
     }
     if args.resume:
-        _check_resume(resume_path, settings)
+        check_resume(resume_path, settings)
         progress = load_state(resume_path, model, optimizer, scheduler, scaler, place.device)
-    _open_run(out, own, place)
+    open_run(out, own, place)
     names = class_names(task)
     commit = git_commit()  # the code that runs: taken now, not when a checkpoint is saved
     columns = ["step", "epoch", "loss", "lr", "seconds", "val_mean"] + [f"val_{n}" for n in names]
@@ -451,7 +362,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         if place.main:
             run_info["finished"] = {"step": progress["step"], "date": utc_now(), "stopped": "loss"}
             write_run_info(out, run_info)
-        raise TrainingStopped(_diverged(out, diverged, progress, saved_step))
+        raise TrainingStopped(diverged_message(out, diverged, progress, saved_step))
     digests = replica_digests(model, place)
     if place.main:
         run_info["finished"] = {
@@ -469,7 +380,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             )
         else:
             print(
-                f"done: {total} steps in {_duration(progress['seconds'])}; best validation "
+                f"done: {total} steps in {duration(progress['seconds'])}; best validation "
                 f"mean Dice {progress['best_dice']:.4f} at step {progress['best_step']} -> "
                 f"{out / BEST}",
                 flush=True,

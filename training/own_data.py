@@ -32,7 +32,7 @@ from .finetune import (
     load_parent_weights,
     read_parent,
 )
-from .plan import check_own_name, make_plan, read_plan
+from .plan import check_own_name, make_plan, read_plan, warn_count
 from .recipes import Recipe
 
 __all__ = [
@@ -82,6 +82,7 @@ def own_setup(args: argparse.Namespace, device: torch.device) -> OwnRun:
         parent = read_parent(args.init_from, args.model)
         check_channels(parent, dataset)  # refused before a single case is read
     check_cases(dataset)  # refused here, before any training starts
+    warn_count(dataset)
     notes: list[str] = []
 
     def fresh() -> dict[str, Any]:

@@ -30,6 +30,7 @@ from segresmamba.datasets import (
     DatasetError,
     OwnDataset,
     check_cases,
+    count_warning,
     load_dataset,
 )
 from segresmamba.errors import SegResMambaError
@@ -48,6 +49,7 @@ __all__ = [
     "main",
     "make_plan",
     "read_plan",
+    "warn_count",
     "write_plan",
 ]
 
@@ -242,6 +244,13 @@ def make_plan(
     }
 
 
+def warn_count(dataset: OwnDataset) -> None:
+    """Say on stderr when dataset.json's numTraining disagrees with the cases found."""
+    line = count_warning(dataset)
+    if line:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
 def check_own_name(name: str, source: str) -> None:
     """Refuse a task name that a built-in task has: the trained model could never be imported
     (``segresmamba models import`` keeps built-in names for the bundled tasks)."""
@@ -323,6 +332,7 @@ def plan_dataset(folder: str | Path, out: str | Path, **options: Any) -> dict[st
     """Load, check, fingerprint and plan ``folder``; write and return the plan."""
     check_plan_out(out)
     dataset = load_dataset(folder)
+    warn_count(dataset)
     check_cases(dataset)
     plan = make_plan(dataset, **options)
     write_plan(plan, out)

@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _saved_state(out: Path) -> str:
     """What an interrupted run can continue from, truthfully: the last saved state, or none."""
-    from .loop import RESUME
+    from .run_folder import RESUME
     from .state import read_progress
 
     path = out / RESUME

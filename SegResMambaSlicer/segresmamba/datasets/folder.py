@@ -36,6 +36,7 @@ __all__ = [
     "OwnDataset",
     "check_cases",
     "check_finite",
+    "count_warning",
     "load_dataset",
     "read_label",
 ]
@@ -248,17 +249,18 @@ def _find_cases(folder: Path, ending: str, channels: int) -> tuple[Case, ...]:
     return tuple(cases)
 
 
-def _check_count(folder: Path, declared: Any, found: int) -> None:
-    """nnU-Net refuses a folder whose ``numTraining`` disagrees with its files: a case was lost
-    or left over, and training on what is there would go unnoticed."""
-    if declared is None:
-        return
-    if not isinstance(declared, int) or isinstance(declared, bool) or declared != found:
-        raise _fail(
-            folder / "dataset.json",
-            f"'numTraining' is {declared!r} but imagesTr and labelsTr hold {found} case(s); "
-            "find the missing files or correct numTraining",
-        )
+def count_warning(dataset: OwnDataset) -> str | None:
+    """A line saying that ``numTraining`` disagrees with the files (a case lost, or left over),
+    else None. A warning, not a refusal: the Slicer module's training sets are copied and
+    edited by hand, and training uses the cases it finds."""
+    declared = dataset.extra.get("numTraining")
+    if declared is None or declared == len(dataset.cases):
+        return None
+    return (
+        f"{dataset.folder / 'dataset.json'}: 'numTraining' is {declared!r} but imagesTr and "
+        f"labelsTr hold {len(dataset.cases)} case(s); training uses the {len(dataset.cases)} "
+        "found (check for missing files, or correct numTraining)"
+    )
 
 
 def load_dataset(folder: str | Path) -> OwnDataset:
@@ -267,7 +269,6 @@ def load_dataset(folder: str | Path) -> OwnDataset:
     data = _read_json(folder)
     names, labels, ending, regions, ignore = _parse(folder, data)
     cases = _find_cases(folder, ending, len(names))
-    _check_count(folder, data.get("numTraining"), len(cases))
     return OwnDataset(
         folder=folder.resolve(),
         name=str(data.get("name") or folder.name),
@@ -277,7 +278,11 @@ def load_dataset(folder: str | Path) -> OwnDataset:
         file_ending=ending,
         regions_class_order=regions,
         cases=cases,
-        extra={k: data[k] for k in ("colors", "terminology", "reference", "licence") if k in data},
+        extra={
+            k: data[k]
+            for k in ("colors", "terminology", "reference", "licence", "numTraining")
+            if k in data
+        },
         ignore_value=ignore,
     )
 
