@@ -70,9 +70,9 @@ def test_resume_continues_exactly(straight_run: Path, tmp_path: Path) -> None:
 
 
 def test_resume_refuses_other_settings(straight_run: Path, capsys) -> None:
-    assert train([*TINY, "--out", str(straight_run), "--resume", "--lr", "0.01"]) == 1
+    assert train([*TINY, "--out", str(straight_run), "--resume", "--lr", "0.01"]) == 2  # bad input
     assert "different settings (lr)" in capsys.readouterr().err
-    assert train([*TINY, "--out", str(straight_run)]) == 1  # no silent overwrite of a run
+    assert train([*TINY, "--out", str(straight_run)]) == 2  # no silent overwrite of a run
 
 
 def test_task_without_data_is_a_usage_error(tmp_path: Path) -> None:

@@ -41,32 +41,23 @@ from .recipes import (
     Recipe,
     get_recipe,
 )
+from .run_folder import (
+    BEST,
+    RESUME,
+    TrainingStopped,
+    check_resume,
+    diverged_message,
+    duration,
+    open_run,
+    plan_digest,
+    refuse_wrong_resume,
+)
 from .runlog import RunLog, command_line, git_commit, utc_now, write_run_info
-from .state import load_state, read_progress, save_state
+from .state import load_state, save_state
 from .transforms import deterministic_transforms, random_transforms
 from .validation import class_names, validate
 
-__all__ = ["train"]
-
-BEST = "best.safetensors"
-RESUME = "resume.safetensors"
-SAME_ON_RESUME = (
-    "task",
-    "data",
-    "fold",
-    "seed",
-    "lr",
-    "loss",
-    "batch_size",
-    "patch_size",
-    "samples_per_volume",
-    "network",
-    "model",
-    "total_steps",
-    "world_size",
-    "ignore_value",
-    "init_from",
-)
+__all__ = ["TrainingStopped", "train"]
 
 
 def train(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -101,6 +92,7 @@ def _settings(
         "recipe": recipe.as_dict(),
         "ignore_value": own.dataset.ignore_value if own is not None else None,
         "init_from": parent.record() if parent is not None else None,
+        "plan_sha256": plan_digest(own.plan) if own is not None else None,
     }
 
 
@@ -122,23 +114,8 @@ def _prepare(args: argparse.Namespace, place: Distributed) -> tuple[Task, Recipe
     return task, get_recipe(task.name), None
 
 
-def _start(args: argparse.Namespace, out: Path, own: Any, place: Distributed) -> None:
-    """Refuse a wrong --resume, make the run folder (with the plan used), seed everything."""
-    resume_path = out / RESUME
-    if args.resume and not resume_path.is_file():
-        raise SegResMambaError(f"nothing to resume: {resume_path} does not exist")
-    if not args.resume and resume_path.is_file():
-        raise SegResMambaError(f"{out} already holds a run; add --resume or choose another --out")
-    if place.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if own is not None:
-            from .own_data import PLAN_NAME
-            from .plan import write_plan
-
-            write_plan(own.plan, out / PLAN_NAME)
-            for note in own.notes:  # what --init-from decided, one line each
-                print(note, flush=True)
-    place.barrier()
+def _seed(args: argparse.Namespace, place: Distributed) -> None:
+    """Threads and seeds, before the network is built (its initial weights follow the seed)."""
     # torch's and numba's pools alike: the numba scan's parallel kernels sum per thread, so a
     # run is repeatable (and resumes bit for bit) only at the thread count it started with; in
     # Slicer's child the engine's reserve leaves a core to the interface
@@ -189,10 +166,11 @@ def _save_best(
 
 def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) -> int:
     out = Path(args.out)
+    refuse_wrong_resume(args, out)
     task, recipe, own = _prepare(args, place)
     settings = _settings(args, task, recipe, place, own)
     resume_path = out / RESUME
-    _start(args, out, own, place)
+    _seed(args, place)  # nothing is written into --out until every check has passed
 
     if own is not None:
         from .own_data import own_split
@@ -265,14 +243,9 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         "settings": settings,
     }
     if args.resume:
-        saved = read_progress(resume_path)["progress"]["settings"]
-        changed = [k for k in SAME_ON_RESUME if saved.get(k) != settings.get(k)]
-        if changed:
-            raise SegResMambaError(
-                f"--resume with different settings ({', '.join(changed)}) than {resume_path}; "
-                "resume with the original options"
-            )
+        check_resume(resume_path, settings)
         progress = load_state(resume_path, model, optimizer, scheduler, scaler, place.device)
+    open_run(out, own, place)
     names = class_names(task)
     commit = git_commit()  # the code that runs: taken now, not when a checkpoint is saved
     columns = ["step", "epoch", "loss", "lr", "seconds", "val_mean"] + [f"val_{n}" for n in names]
@@ -333,7 +306,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
         dice_on=summary.get("validation_on", "validation"),
     )
     model.train()
-    stop = False
+    stop, diverged, saved_step = False, None, progress["step"] if args.resume else None
     while progress["step"] < total and not stop:
         sampler.set_epoch(progress["epoch"])
         sampler.skip(progress["position"] * batch_size)
@@ -343,15 +316,18 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
                 loss = loss_fn(ddp_model(image), label)
+            loss_value = loss.detach().float()
+            if place.active:  # a NaN on one process reaches every process: all stop together
+                torch.distributed.all_reduce(loss_value)
+                loss_value /= place.world_size
+            if not torch.isfinite(loss_value):  # before this step can change the weights
+                diverged, stop = float(loss_value), True
+                break
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            loss_value = loss.detach().float()
-            if place.active:
-                torch.distributed.all_reduce(loss_value)
-                loss_value /= place.world_size
             progress["step"] += 1
             progress["position"] += 1
             progress["seconds"] = time.perf_counter() - started
@@ -379,6 +355,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             if step % save_every == 0 or step == total or stop:
                 if place.main:
                     save_state(out / RESUME, model, optimizer, scheduler, scaler, progress)
+                saved_step = step
                 place.barrier()
             if step >= total or stop:
                 break
@@ -387,6 +364,11 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             progress["position"] = 0
     report.close()
     log.close()
+    if diverged is not None:
+        if place.main:
+            run_info["finished"] = {"step": progress["step"], "date": utc_now(), "stopped": "loss"}
+            write_run_info(out, run_info)
+        raise TrainingStopped(diverged_message(out, diverged, progress, saved_step))
     digests = replica_digests(model, place)
     if place.main:
         run_info["finished"] = {
@@ -404,7 +386,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str], place: Distributed) ->
             )
         else:
             print(
-                f"done: {total} steps in {progress['seconds'] / 60:.1f} min; "
+                f"done: {total} steps in {duration(progress['seconds'])}; "
                 f"{'newest' if newest_wins else 'best'} validation mean Dice "
                 f"{progress['best_dice']:.4f} at step {progress['best_step']} -> "
                 f"{out / BEST}",

@@ -32,7 +32,7 @@ from .finetune import (
     load_parent_weights,
     read_parent,
 )
-from .plan import make_plan, read_plan
+from .plan import check_own_name, make_plan, read_plan, warn_count
 from .recipes import Recipe
 
 __all__ = [
@@ -44,6 +44,8 @@ __all__ = [
     "own_setup",
     "own_split",
     "plan_recipe",
+    "resume_plan",
+    "with_overrides",
     "save_peer",
 ]
 
@@ -80,32 +82,70 @@ def own_setup(args: argparse.Namespace, device: torch.device) -> OwnRun:
         parent = read_parent(args.init_from, args.model)
         check_channels(parent, dataset)  # refused before a single case is read
     check_cases(dataset)  # refused here, before any training starts
+    warn_count(dataset)
     notes: list[str] = []
 
     def fresh() -> dict[str, Any]:
         return make_plan(dataset, device=kind, memory_gb=args.memory_gb, seed=args.seed)
 
-    if parent is not None:
+    own_plan = Path(args.out) / PLAN_NAME
+    if getattr(args, "resume", False) and own_plan.is_file():
+        plan = resume_plan(own_plan, args)  # never re-planned: the run's plan goes on
+        if parent is not None:
+            _, notes = finetune_plan(parent, dataset, kind, fresh)
+    elif parent is not None:
         plan, notes = finetune_plan(parent, dataset, kind, fresh)
     elif args.plan:
         plan = read_plan(args.plan)
-        known = {case.case_id for case in dataset.cases}
-        missing = sorted(set(plan["folds"]["case_fold"]) - known)
-        if missing:
-            raise SegResMambaError(
-                f"plan {args.plan} lists case(s) {missing} that {dataset.folder} does not hold"
-            )
     else:
         plan = fresh()
-    # Command-line overrides go into the plan's task, so the checkpoint's task says what ran.
+    known = {case.case_id for case in dataset.cases}
+    missing = sorted(set(plan["folds"]["case_fold"]) - known)
+    if missing:
+        raise DatasetError(
+            f"plan {args.plan or own_plan} lists case(s) {missing} that {dataset.folder} does "
+            "not hold"
+        )
+    plan = with_overrides(plan, args)
+    where = args.plan or (f"--init-from {args.init_from}" if parent else "planned at start")
+    try:
+        task = task_from_dict(plan["task"], f"the task of the plan ({where})")
+    except SegResMambaError as error:  # a hand-edited plan: bad input, not a model problem
+        raise DatasetError(str(error)) from None
+    if parent is None:  # a fine-tune keeps its model's name (a version of that task)
+        check_own_name(task.name, f"the plan ({where})")
+    try:
+        recipe = plan_recipe(
+            plan, f"training.plan for {dataset.name} ({where})", parent is not None
+        )
+    except (KeyError, TypeError, ValueError) as error:  # a hand-edited value or a lost key
+        raise DatasetError(
+            f"the plan ({where}) has an unusable 'training' or 'finetune' section: "
+            f"{type(error).__name__} {error}"
+        ) from None
+    return OwnRun(task, recipe, plan, dataset, parent, notes)
+
+
+def with_overrides(plan: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The plan with ``--network`` and ``--patch-size`` written into its task, so the
+    checkpoint's task (and the run's plan.json) says what ran."""
     if args.network:
         plan["task"]["network"] = {**plan["task"]["network"], **args.network}
     if args.patch_size:
         plan["task"]["patch_size"] = list(args.patch_size)
-    where = args.plan or (f"--init-from {args.init_from}" if parent else "planned at start")
-    task = task_from_dict(plan["task"], f"the task of the plan ({where})")
-    recipe = plan_recipe(plan, f"training.plan for {dataset.name} ({where})", parent is not None)
-    return OwnRun(task, recipe, plan, dataset, parent, notes)
+    return plan
+
+
+def resume_plan(own_plan: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The plan a resumed run continues with: its own ``plan.json``. A ``--plan`` that differs
+    from it is refused (the checkpoint would claim a plan its weights were not trained with)."""
+    plan = read_plan(own_plan)
+    if args.plan and with_overrides(read_plan(args.plan), args) != plan:
+        raise DatasetError(
+            f"--plan {args.plan} differs from the run's own {own_plan}; --resume continues with "
+            "the run's plan: leave --plan out, or train the edited plan in a new --out folder"
+        )
+    return plan
 
 
 def plan_recipe(plan: dict[str, Any], source: str, finetune: bool = False) -> Recipe:

@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from segresmamba.datasets import EXIT_DATASET, OwnDataset, check_cases, load_dataset
+from segresmamba.datasets import (
+    EXIT_DATASET,
+    DatasetError,
+    OwnDataset,
+    check_cases,
+    count_warning,
+    load_dataset,
+)
 from segresmamba.errors import SegResMambaError
 
 from .fingerprint import fingerprint
@@ -34,12 +41,15 @@ from .own_task import task_dict
 __all__ = [
     "FINETUNE_DEFAULTS",
     "build_parser",
+    "check_own_name",
+    "check_plan_out",
     "dataset_section",
     "estimate_memory_gb",
     "folds_section",
     "main",
     "make_plan",
     "read_plan",
+    "warn_count",
     "write_plan",
 ]
 
@@ -184,13 +194,14 @@ def make_plan(
         dataset,
         modality,
         spacing,
-        [min(20.0, 2 * s) for s in spacing],
+        spacing,  # fast mode = the trained spacing: a model runs well only where it was taught
         patch,
         _intensity(fp),
         [width * 2**i for i in range(4)],
         name,
     )
     task_from_dict(task, f"the task planned for {dataset.folder}")  # same rules as tasks.json
+    check_own_name(task["name"], "--name" if name else f"{dataset.folder}/dataset.json 'name'")
     total = int(steps or DEFAULT_STEPS[device])
     sided = any(w in n.lower() for n in dataset.labels for w in ("left", "right"))
     mr_only = modality == "MR"
@@ -233,13 +244,53 @@ def make_plan(
     }
 
 
+def warn_count(dataset: OwnDataset) -> None:
+    """Say on stderr when dataset.json's numTraining disagrees with the cases found."""
+    line = count_warning(dataset)
+    if line:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def check_own_name(name: str, source: str) -> None:
+    """Refuse a task name that a built-in task has: the trained model could never be imported
+    (``segresmamba models import`` keeps built-in names for the bundled tasks)."""
+    from segresmamba.tasks import builtin_tasks
+
+    if name in {task.name for task in builtin_tasks()}:
+        raise DatasetError(
+            f"task name {name!r} (from {source}) is a built-in task's; give the task a name of "
+            "its own with --name"
+        )
+
+
+def check_plan_out(out: str | Path) -> Path:
+    """Refuse, before any work, a plan path that cannot be written: a folder, a path under a
+    file, or a folder that is not writable. Nothing is created."""
+    from segresmamba.io.atomic import check_output_path
+
+    out = Path(out)
+    if out.is_dir():
+        raise SegResMambaError(f"--out {out} is a folder; give a file name such as plan.json")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SegResMambaError(f"cannot write {out}: {folder} is a file, not a folder")
+    if folder == out.parent:
+        check_output_path(out, overwrite=True)  # probes the folder: root ignores mode bits
+    return out
+
+
 def write_plan(plan: dict[str, Any], out: str | Path) -> Path:
-    """Write the plan atomically (never a half-written file)."""
+    """Write the plan atomically (never a half-written file, nothing left on failure)."""
     from segresmamba.io.atomic import land, temporary_beside
 
-    with temporary_beside(out) as temporary:
-        temporary.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
-        return land(temporary, out)
+    try:
+        with temporary_beside(out) as temporary:
+            temporary.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+            return land(temporary, out)
+    except OSError as error:
+        raise SegResMambaError(f"cannot write {out}: {error.strerror or error}") from None
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:
@@ -252,8 +303,13 @@ def read_plan(path: str | Path) -> dict[str, Any]:
     if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
         raise SegResMambaError(f"plan {path} is not a training.plan file")
     for key in ("task", "training", "folds", "dataset"):
-        if key not in plan:
+        if not isinstance(plan.get(key), dict):
             raise SegResMambaError(f"plan {path} has no {key!r} section")
+    folds = plan["folds"].get("case_fold")
+    if not isinstance(folds, dict) or not all(
+        isinstance(f, int) and not isinstance(f, bool) for f in folds.values()
+    ):
+        raise SegResMambaError(f"plan {path}: 'folds' needs 'case_fold', each case's fold number")
     return plan
 
 
@@ -274,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan_dataset(folder: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
     """Load, check, fingerprint and plan ``folder``; write and return the plan."""
+    check_plan_out(out)
     dataset = load_dataset(folder)
+    warn_count(dataset)
     check_cases(dataset)
     plan = make_plan(dataset, **options)
     write_plan(plan, out)

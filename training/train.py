@@ -13,10 +13,14 @@ Examples::
 
 Writes into ``--out``: ``best.safetensors`` (engine checkpoint format, best validation Dice,
 with provenance), ``resume.safetensors`` (full state, no pickle), ``log.csv``, ``tensorboard/``
-and ``run.json`` (the settings). Exit status 0 when done or stopped on purpose, 1 on a data or
-checkpoint problem (one line, no traceback), 2 on bad arguments, a refused ``--dataset`` (one
-line naming the case and the problem) or a refused ``--init-from`` (a model that cannot be found
-or read, or whose channels are not the dataset's), always before any training starts.
+and ``run.json`` (the settings). Exit status (one line, no traceback) 0 when done or stopped on
+purpose; 2 on bad input, always before any training starts and before anything is written into
+``--out``: bad arguments, a refused ``--dataset`` (one line naming the case and the problem), a
+refused plan or fold, a refused ``--resume``, a refused ``--init-from`` (a model that cannot be
+found or read, or whose channels are not the dataset's); 3 when the loss became NaN or infinite
+(the run stops before that step changes the weights, and keeps what it saved) or a checkpoint
+cannot be used; 130 when interrupted (the message says whether a state was saved to resume
+from); 1 for an unexpected problem (a bug).
 
 With ``--dataset`` (an nnU-Net v2 folder) the run folder also gets ``plan.json``, the plan used
 (``training.plan`` runs first when no ``--plan`` is given), and ``best.safetensors`` carries the
@@ -31,9 +35,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from segresmamba.datasets import EXIT_DATASET, DatasetError
-from segresmamba.errors import SegResMambaError
+from segresmamba.errors import EXIT_INTERRUPTED, EXIT_MODEL, SegResMambaError, exit_code_for
 
 __all__ = ["build_parser", "main"]
 
@@ -175,19 +180,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.fold == "all":
             parser.error("--fold all is for --dataset")
     from .finetune import InitFromError
-    from .loop import train
+    from .loop import TrainingStopped, train
 
     try:
         return train(args, argv)
     except (DatasetError, InitFromError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DATASET
+    except TrainingStopped as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_MODEL
     except SegResMambaError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return exit_code_for(error)
     except KeyboardInterrupt:
-        print("interrupted; continue with --resume from the last saved state", file=sys.stderr)
-        return 130
+        print(f"interrupted; {_saved_state(Path(args.out))}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _saved_state(out: Path) -> str:
+    """What an interrupted run can continue from, truthfully: the last saved state, or none."""
+    from .run_folder import RESUME
+    from .state import read_progress
+
+    path = out / RESUME
+    try:
+        step = read_progress(path)["progress"]["step"]
+    except (OSError, ValueError, KeyError):
+        return (
+            "nothing was saved yet (the first save comes at --save-every steps): start the run "
+            "again, without --resume"
+        )
+    return f"continue with --resume from the last saved state (step {step}, {path})"
 
 
 if __name__ == "__main__":

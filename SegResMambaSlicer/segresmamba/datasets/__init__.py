@@ -13,6 +13,7 @@ from .folder import (
     DatasetError,
     OwnDataset,
     check_cases,
+    count_warning,
     load_dataset,
     read_label,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "add_case",
     "case_exists",
     "check_cases",
+    "count_warning",
     "default_dataset_dir",
     "load_dataset",
     "own_task_name",

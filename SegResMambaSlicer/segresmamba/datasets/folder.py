@@ -35,6 +35,8 @@ __all__ = [
     "DatasetError",
     "OwnDataset",
     "check_cases",
+    "check_finite",
+    "count_warning",
     "load_dataset",
     "read_label",
 ]
@@ -54,6 +56,8 @@ ORIGIN_TOLERANCE_VOXELS = 0.01
 """Origin difference tolerated, as a share of the voxel size (1/100 voxel)."""
 DIRECTION_TOLERANCE = 1e-3
 """Difference tolerated in each direction cosine."""
+FLOAT_PIXELS = (sitk.sitkFloat32, sitk.sitkFloat64)
+"""Pixel types that can hold NaN or infinity (integer images are finite by construction)."""
 INTEGRAL_TOLERANCE = 1e-3
 """A float label value this close to an integer counts as that integer."""
 
@@ -163,6 +167,26 @@ def _parse_labels(path: Path, raw: Any) -> dict[str, int | tuple[int, ...]]:
     return labels
 
 
+def _check_regions(path: Path, labels: dict[str, Any], order: tuple[int, ...]) -> None:
+    """nnU-Net paints the regions in the order of 'labels', each with its regions_class_order
+    value: every label value must come back, so the last region covering it must paint it."""
+    regions = [
+        (n, v if isinstance(v, tuple) else (v,)) for n, v in labels.items() if n != "background"
+    ]
+    for value in sorted({v for _, covered in regions for v in covered} - {0}):
+        covering = [
+            (name, paint) for (name, covered), paint in zip(regions, order) if value in covered
+        ]
+        if covering[-1][1] != value:
+            names = ", ".join(repr(name) for name, _ in covering)
+            raise _fail(
+                path,
+                f"malformed: 'regions_class_order' loses label value {value}: of the regions "
+                f"covering it ({names}), the last in 'labels' order, {covering[-1][0]!r}, paints "
+                f"{covering[-1][1]}",
+            )
+
+
 def _parse(folder: Path, data: dict[str, Any]) -> tuple[Any, ...]:
     path = folder / "dataset.json"
     channels = data.get("channel_names", data.get("modality"))
@@ -190,6 +214,7 @@ def _parse(folder: Path, data: dict[str, Any]) -> tuple[Any, ...]:
                 f"region ({len(foreground)})",
             )
         regions = tuple(int(v) for v in regions)
+        _check_regions(path, labels, regions)
     else:
         plain = sorted(v for v in labels.values() if isinstance(v, int))
         if plain != list(range(len(plain))):
@@ -224,6 +249,20 @@ def _find_cases(folder: Path, ending: str, channels: int) -> tuple[Case, ...]:
     return tuple(cases)
 
 
+def count_warning(dataset: OwnDataset) -> str | None:
+    """A line saying that ``numTraining`` disagrees with the files (a case lost, or left over),
+    else None. A warning, not a refusal: the Slicer module's training sets are copied and
+    edited by hand, and training uses the cases it finds."""
+    declared = dataset.extra.get("numTraining")
+    if declared is None or declared == len(dataset.cases):
+        return None
+    return (
+        f"{dataset.folder / 'dataset.json'}: 'numTraining' is {declared!r} but imagesTr and "
+        f"labelsTr hold {len(dataset.cases)} case(s); training uses the {len(dataset.cases)} "
+        "found (check for missing files, or correct numTraining)"
+    )
+
+
 def load_dataset(folder: str | Path) -> OwnDataset:
     """Parse ``dataset.json`` and list the cases (files checked to exist, not yet read)."""
     folder = Path(folder)
@@ -239,7 +278,11 @@ def load_dataset(folder: str | Path) -> OwnDataset:
         file_ending=ending,
         regions_class_order=regions,
         cases=cases,
-        extra={k: data[k] for k in ("colors", "terminology", "reference", "licence") if k in data},
+        extra={
+            k: data[k]
+            for k in ("colors", "terminology", "reference", "licence", "numTraining")
+            if k in data
+        },
         ignore_value=ignore,
     )
 
@@ -256,14 +299,19 @@ def _info(path: Path, case_id: str) -> sitk.ImageFileReader:
     return reader
 
 
+def _numbers(values: Any) -> str:
+    """``(1, 1, 1.2)``: plain numbers for a message, not numpy reprs like np.float64(1.0)."""
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
 def _grid_problem(a: sitk.ImageFileReader, b: sitk.ImageFileReader) -> str | None:
     if a.GetSize() != b.GetSize():
         return f"size {a.GetSize()} vs {b.GetSize()}"
     sa, sb = np.array(a.GetSpacing()), np.array(b.GetSpacing())
     if np.any(np.abs(sa - sb) > SPACING_TOLERANCE * np.maximum(sa, sb)):
-        return f"spacing {tuple(sa.round(4))} vs {tuple(sb.round(4))} mm"
+        return f"spacing {_numbers(sa)} vs {_numbers(sb)} mm"
     if np.any(np.abs(np.subtract(a.GetOrigin(), b.GetOrigin())) > ORIGIN_TOLERANCE_VOXELS * sa):
-        return f"origin {a.GetOrigin()} vs {b.GetOrigin()}"
+        return f"origin {_numbers(a.GetOrigin())} vs {_numbers(b.GetOrigin())} mm"
     if np.any(np.abs(np.subtract(a.GetDirection(), b.GetDirection())) > DIRECTION_TOLERANCE):
         return "direction differs"
     return None
@@ -277,6 +325,9 @@ def read_label(path: Path, case_id: str, allowed: set[int]) -> sitk.Image:
     image = sitk.ReadImage(str(path))
     voxels = sitk.GetArrayViewFromImage(image)
     found = np.unique(voxels)
+    if not np.isfinite(found).all():
+        bad = found[~np.isfinite(found)][0]
+        raise DatasetError(f"case {case_id}: label {path.name} holds non-finite value {bad:g}")
     rounded = np.round(found)
     off = found[np.abs(found - rounded) > INTEGRAL_TOLERANCE]
     if off.size:
@@ -295,16 +346,33 @@ def read_label(path: Path, case_id: str, allowed: set[int]) -> sitk.Image:
     return out
 
 
+def check_finite(path: Path, case_id: str, channel: int) -> None:
+    """Refuse an image holding NaN or infinity: one such voxel makes every loss NaN, and the
+    run would quietly train a model of NaN weights. Only float files can hold them."""
+    image = sitk.ReadImage(str(path))  # kept alive while its view is read
+    voxels = sitk.GetArrayViewFromImage(image)
+    bad = voxels.size - int(np.count_nonzero(np.isfinite(voxels)))
+    if bad:
+        raise DatasetError(
+            f"case {case_id}: channel {channel} ({path.name}) holds {bad} non-finite voxel(s) "
+            "(NaN or infinity); fix or remove the case"
+        )
+
+
 def check_cases(dataset: OwnDataset) -> None:
-    """Read every case's headers and label values; raise DatasetError at the first problem."""
+    """Read every case's headers, float images' voxels and label values; raise DatasetError at
+    the first problem."""
     allowed = dataset.label_values()
     for case in dataset.cases:
         label = _info(case.label, case.case_id)
         for channel, path in enumerate(case.images):
-            problem = _grid_problem(_info(path, case.case_id), label)
+            info = _info(path, case.case_id)
+            problem = _grid_problem(info, label)
             if problem:
                 raise DatasetError(
                     f"case {case.case_id}: channel {channel} ({path.name}) and label are on "
                     f"different grids: {problem}"
                 )
+            if info.GetPixelID() in FLOAT_PIXELS:
+                check_finite(path, case.case_id, channel)
         read_label(case.label, case.case_id, allowed)

@@ -117,7 +117,8 @@ class InputSpec:
     """One input image (network channel): its name and how to recognise its file by name.
 
     An input named after an MRI sequence (FLAIR, T1, T1Gd, T2) is recognised by the one matcher
-    :func:`segresmamba.tasks.matching.recognise_sequence`; any other by ``name_patterns``,
+    :func:`segresmamba.tasks.matching.recognise_sequence` when the file name names a sequence;
+    any other name (nnU-Net's ``CASE_0000``), and any other input, by ``name_patterns``,
     regular expressions tried, case-insensitively, on the file name without folder and image
     extension (``BraTS-GLI-00001-000-t1c.nii.gz`` -> ``brats-gli-00001-000-t1c``).
     """
@@ -129,8 +130,10 @@ class InputSpec:
     def matches(self, filename: str | PurePath) -> bool:
         stem = image_stem(filename)
         sequence = canonical_sequence(self.name)
-        if sequence is not None:
-            return recognise_sequence(stem) == sequence
+        found = recognise_sequence(stem) if sequence is not None else None
+        if found is not None:
+            return found == sequence
+        # no sequence word in the name (nnU-Net's CASE_0000): the input's own patterns decide
         return any(re.search(p, stem, flags=re.IGNORECASE) for p in self.name_patterns)
 
 

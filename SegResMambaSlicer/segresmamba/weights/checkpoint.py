@@ -263,6 +263,7 @@ def load_checkpoint(
             "its header; download or import it again"
         )
     _check_state(tensors, model.state_dict(), f"{path.name} does not fit its network")
+    _check_finite(tensors, path.name)
     model.load_state_dict(tensors, strict=True)
     # The spacing the weights were trained at travels with the model, so inference can warn
     # when it would run them at another one (fast mode).
@@ -272,6 +273,16 @@ def load_checkpoint(
     except (RuntimeError, AssertionError, ValueError) as error:
         raise SegResMambaError(f"cannot put the model on device {device!r}: {error}") from None
     return model.eval(), header
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], shown: str) -> None:
+    """Refuse NaN or infinite weights: such a model segments nothing (all background), quietly."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{shown} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. "
+            f"{bad[0]}: the training that wrote it diverged; it cannot be used"
+        )
 
 
 def _check_state(

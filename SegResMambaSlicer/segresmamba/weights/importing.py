@@ -20,9 +20,10 @@ from ..errors import (
     DownloadError,
     ModelNotAvailableError,
     RegistryError,
+    SegResMambaError,
     UnknownTaskError,
 )
-from ..tasks import Task, builtin_tasks, get_task, task_from_dict, user_tasks
+from ..tasks import Task, builtin_tasks, get_task, task_from_dict, task_names, user_tasks
 from ..tasks.user import check_registrable, register_task, same_task
 from ._files import CHUNK, land, sha256_file, temporary_beside
 from .checkpoint import load_checkpoint, read_header
@@ -52,6 +53,17 @@ def import_model(
     definition that is invalid or takes a built-in task's name.
     """
     source, is_zip = _checked_source(file_or_zip, name)
+    try:
+        return _import(source, is_zip, name, overwrite)
+    except OSError as error:  # a read-only or misplaced SEGRESMAMBA_HOME, a full disk
+        where = f" ({error.filename})" if error.filename else ""
+        raise SegResMambaError(
+            f"cannot import {source.name} into {models_dir()}: {error.strerror or error}{where}"
+        ) from None
+
+
+def _import(source: Path, is_zip: bool, name: str | None, overwrite: bool) -> Path:
+    """:func:`import_model` once the source is checked; nothing lands until it all passed."""
     registry = {m.name: m for m in list_models()}
     wanted = registry.get(name) if name else None
     with temporary_beside(models_dir() / ".import") as temporary:
@@ -74,6 +86,11 @@ def import_model(
                 )
             _check_loads(source, temporary, task)
             return _land_version(temporary, task, digest, source.name)
+        if name is not None and wanted is None and name != task.name and name in task_names():
+            raise DownloadError(
+                f"cannot import {source.name} as {name!r}: that is the name of task {name}, and "
+                f"this checkpoint is for task {task.name}; choose a model name of its own"
+            )
         info = wanted or _choose_entry(name, task.name, digest, registry)
         if info is not None:
             _check_against_registry(info, task.name, digest, size, source.name)
