@@ -69,7 +69,7 @@ class JobList:
             job.cancel()
         _poll_while_running(running, grace_s)
         for job in running:
-            kill = getattr(job, "kill", None)  # a TrainingJob's cancel has waited already
+            kill = getattr(job, "kill", None)
             if kill is not None and _running(job):
                 kill()
         _poll_while_running(running, 2.0)

@@ -136,8 +136,8 @@ class TrainingJob:
     training, or only the import when the run had finished training before; ``poll()`` returns
     its events: "log" and "status" lines, "progress" with a :class:`TrainingProgress`, and
     "finished" once, after the import (``returncode`` 0) or a failure (``error_message``).
-    ``cancel()`` kills the child's process tree at once; the last resume state stays for
-    :meth:`resume`. Afterwards ``imported`` is (task, version) and ``model_path`` its file.
+    ``cancel()`` returns at once and ``poll()`` completes it (``stop()`` waits); the last resume
+    state stays for *Resume*. Afterwards ``imported`` is (task, version) and ``model_path`` its file.
     """
 
     def __init__(
@@ -249,7 +249,9 @@ class TrainingJob:
             if event.kind == "progress" and event.data and event.data.get("stage") == "training":
                 self.progress = training_progress(event.data, event.progress)
                 event = Event("progress", self.progress.describe(), self.progress, data=event.data)
-            if event.kind == "finished":
+            if event.kind == "finished" and self.cancelled:
+                events += self._cancelled_end(event.returncode)
+            elif event.kind == "finished":
                 events += self._phase_ended(event.returncode)
             else:
                 events.append(event)
@@ -305,14 +307,34 @@ class TrainingJob:
         return events
 
     def cancel(self) -> None:
-        """Stop at once: kill the child's process tree and keep the last saved state. A
-        temporary file the kill interrupted is removed, so the run folder holds only complete
-        checkpoints, and *Resume* continues from the last one."""
-        if self.phase == "done":
+        """Start stopping and return at once, so the UI thread never waits: the child's process
+        tree is asked to end, and :meth:`poll` (the panel's timer) kills what is left, removes a
+        temporary file the kill interrupted (the run folder keeps only complete checkpoints, and
+        *Resume* continues from the last one) and reports "finished". :meth:`stop` waits."""
+        if self.phase == "done" or self.cancelled:
             return
         self.cancelled = True
-        if self.process is not None:
-            self.process.stop()  # waits: the kill must end before the files are tidied
-        remove_temporary_files(self.record.folder)
         self.error_message = "cancelled; resume continues from the last saved step"
-        self._end(self.process.returncode if self.process and self.process.returncode else 130)
+        if self.process is None:
+            self._cancelled_end(None)
+        else:
+            self.process.cancel()
+
+    def kill(self) -> None:
+        """Kill the child's process tree now (Slicer quitting); :meth:`poll` then ends the job."""
+        self.cancel()
+        if self.process is not None:
+            self.process.kill()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel and wait until the job has ended and its folder is tidy (scripts, tests)."""
+        self.cancel()
+        try:
+            self.wait(timeout)
+        except TimeoutError:
+            self.kill()
+            self.wait(5.0)
+
+    def _cancelled_end(self, returncode: int | None) -> list[Event]:
+        remove_temporary_files(self.record.folder)
+        return self._end(returncode if returncode else 130)
