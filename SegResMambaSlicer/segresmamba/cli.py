@@ -233,6 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(demo)
     demo.set_defaults(run=_run_demo)
 
+    warmup = commands.add_parser(
+        "warmup",
+        parents=[_common()],
+        epilog=EPILOG,
+        help="compile the CPU kernels into numba's cache now, not at the first segmentation",
+        description="Compile the numba kernels that inference and training use into numba's "
+        "cache (NUMBA_CACHE_DIR if set), so the first segmentation does not wait for them. Fast "
+        "when the cache is already warm.",
+    )
+    warmup.add_argument(
+        "--force", action="store_true", help="run the kernels even where a warm cache is recorded"
+    )
+    warmup.set_defaults(run=_run_warmup)
+
     bench = commands.add_parser(
         "bench", help="benchmark (arguments go to segresmamba.bench)", add_help=False
     )
@@ -263,6 +277,28 @@ def _run_demo(args: argparse.Namespace) -> int:
     configure_threads()
 
     return run_demo(args)
+
+
+def _run_warmup(args: argparse.Namespace) -> int:
+    from .warmup import warm_up
+
+    report = warm_up(force=args.force)
+    if not args.quiet:
+        print("\n".join(report.lines()))
+    return 0
+
+
+def _first_run_warmup(args: argparse.Namespace) -> None:
+    """An installed engine (the wheel) compiles its kernels on its first segment or demo, said
+    in one line, so the cost is named once instead of hiding in the first case's time."""
+    from .warmup import needs_first_run_warmup, warm_up
+
+    if args.command in ("segment", "demo") and needs_first_run_warmup():
+        print(
+            "note: first run: compiling the CPU kernels once (segresmamba warmup)", file=sys.stderr
+        )
+        for line in warm_up().lines():
+            logging.getLogger("segresmamba").info("warmup: %s", line)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -322,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.debug = getattr(args, "debug", False)
     _configure_logging(args.quiet, args.debug)
     try:
+        _first_run_warmup(args)
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
