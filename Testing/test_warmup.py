@@ -10,6 +10,7 @@ of the first segmentation); every other test here reuses that cache.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,28 @@ def test_the_first_run_check_is_light() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_first_run_warmup_is_due_only_for_an_installed_wheel(tmp_path: Path) -> None:
+    """A wheel (its .dist-info beside the package) warms up on its first segment or demo; a
+    checkout (make install does it) and the Slicer module's layout (its background job does)
+    never do; nor does a wheel once a warm-up of its kernels is recorded."""
+    code = "from segresmamba.warmup import needs_first_run_warmup as n; print(n())"
+    source = REPO / "SegResMambaSlicer" / "segresmamba"
+    layouts = {"wheel": tmp_path / "site-packages", "slicer": tmp_path / "qt-scripted-modules"}
+    for folder in layouts.values():
+        shutil.copytree(
+            source, folder / "segresmamba", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    (layouts["wheel"] / "segresmamba-0.1.0.dist-info").mkdir()
+    layouts["checkout"] = REPO / "SegResMambaSlicer"
+    due = {}
+    for name, folder in layouts.items():
+        env = dict(os.environ, PYTHONPATH=str(folder), SEGRESMAMBA_HOME=str(tmp_path / "home"))
+        env.pop("SEGRESMAMBA_NO_WARMUP", None)
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, encoding="utf-8", timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        due[name] = done.stdout.strip()
+    assert due == {"wheel": "True", "slicer": "False", "checkout": "False"}

@@ -7,7 +7,7 @@ takes 10 to 30 s on two cores; later processes load the code from the cache in w
 second. :func:`warm_up` runs a small network once the way inference runs it (eval, inference
 mode) and once the way training runs it (forward and backward), so every kernel is compiled for
 the very types it will see. ``segresmamba warmup`` calls it; ``make install``, the wheel's first
-``segment`` or ``demo`` and the Slicer module (after installing its packages) run that command.
+``segment`` or ``demo`` and the Slicer module (after installing its packages) run it.
 
 Standard library only at import time: the CLI checks :func:`needs_first_run_warmup` on every run.
 """
@@ -117,11 +117,12 @@ def _recorded_folder() -> str | None:
 
 
 def needs_first_run_warmup() -> bool:
-    """True where this engine runs from an installed package (not a source checkout, where
-    ``make install`` warms up) and no complete warm-up of these kernels is recorded."""
-    if (Path(__file__).resolve().parents[2] / "pyproject.toml").is_file():
-        return False
+    """True where this engine runs from an installed wheel (its ``.dist-info`` beside the
+    package; a checkout has ``make install`` and the Slicer module its own background warm-up)
+    and no complete warm-up of these kernels is recorded."""
     if os.environ.get("SEGRESMAMBA_NO_WARMUP"):
+        return False
+    if not any(Path(__file__).resolve().parents[1].glob("segresmamba-*.dist-info")):
         return False
     return _recorded_folder() is None
 
