@@ -294,11 +294,10 @@ def _first_run_warmup(args: argparse.Namespace) -> None:
     from .warmup import needs_first_run_warmup, warm_up
 
     if args.command in ("segment", "demo") and needs_first_run_warmup():
-        print(
-            "note: first run: compiling the CPU kernels once (segresmamba warmup)", file=sys.stderr
-        )
+        log = logging.getLogger("segresmamba")
+        log.info("first run: compiling the CPU kernels once (segresmamba warmup)")
         for line in warm_up().lines():
-            logging.getLogger("segresmamba").info("warmup: %s", line)
+            log.info("warmup: %s", line)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
