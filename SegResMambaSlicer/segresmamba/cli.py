@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     warmup = commands.add_parser(
         "warmup",
         parents=[_common()],
+        formatter_class=formatter,
         epilog=EPILOG,
         help="compile the CPU kernels into numba's cache now, not at the first segmentation",
         description="Compile the numba kernels that inference and training use into numba's "
