@@ -99,6 +99,25 @@ def test_segment_after_warmup_compiles_nothing(warm: dict, shared_data: Path) ->
     assert _files(warm["cache"]) == before, "segment compiled a kernel the warm-up did not"
 
 
+def test_without_the_training_code_only_the_inference_kernels_run(
+    warm: dict, tmp_path: Path
+) -> None:
+    """The wheel ships no ``training/``: its warm-up runs the inference kernels only (here
+    loaded from the warm cache) and says the training ones were left out."""
+    env = dict(warm["env"], PYTHONPATH=str(REPO / "SegResMambaSlicer"))
+    done = subprocess.run(
+        [sys.executable, "-m", "segresmamba", "warmup", "--force"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 kernel version(s) were already in the cache" in done.stdout, done.stdout
+    assert "training kernels: not compiled" in done.stdout
+
+
 def test_slicer_starts_the_warmup_as_a_background_job(warm: dict) -> None:
     """The module's hook: ``PythonSlicer -m segresmamba warmup`` in its own process group with
     the module's engine environment (here this interpreter stands in for PythonSlicer)."""

@@ -2,12 +2,13 @@
 
 numba compiles the scan and conv kernels (:mod:`segresmamba.scan`) the first time they run, for
 the argument types they get, and keeps the machine code in its cache: ``NUMBA_CACHE_DIR`` when
-set, else ``__pycache__`` beside the kernels, else the user's cache folder. That first compile
-takes 10 to 30 s on two cores; later processes load the code from the cache in well under a
-second. :func:`warm_up` runs a small network once the way inference runs it (eval, inference
-mode) and once the way training runs it (forward and backward), so every kernel is compiled for
-the very types it will see. ``segresmamba warmup`` calls it; ``make install``, the wheel's first
-``segment`` or ``demo`` and the Slicer module (after installing its packages) run it.
+set, else ``__pycache__`` beside the kernels, else the user's cache folder. On two busy cores
+that first compile takes about 10 s for the inference kernels and over a minute for the training
+ones (the scan's backward); later processes load the code from the cache. :func:`warm_up` runs a small network once the way inference runs it (eval, inference
+mode) and, where the training code is installed, once the way training runs it (forward and
+backward), so every kernel is compiled for the very types it will see. ``segresmamba warmup``
+calls it; ``make install``, the wheel's first ``segment`` or ``demo`` and the Slicer module
+(after installing its packages) run it.
 
 Standard library only at import time: the CLI checks :func:`needs_first_run_warmup` on every run.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from .errors import SegResMambaError
 
-__all__ = ["WarmupReport", "cache_key", "needs_first_run_warmup", "warm_up"]
+__all__ = ["WarmupReport", "cache_key", "needs_first_run_warmup", "training_installed", "warm_up"]
 
 SCAN_DIR = Path(__file__).resolve().parent / "scan"
 MARKER = "warmup.json"
@@ -49,6 +50,7 @@ class WarmupReport:
     from_cache: list[str] = field(default_factory=list)
     seconds: float = 0.0
     recorded: bool = False  # True: found warm by its record, nothing run
+    training: bool = True  # False: the inference kernels only (no training code installed)
 
     def lines(self) -> list[str]:
         """What ``segresmamba warmup`` prints."""
@@ -63,6 +65,8 @@ class WarmupReport:
             )
         if self.from_cache:
             lines.append(f"{len(self.from_cache)} kernel version(s) were already in the cache")
+        if not self.training and not self.recorded:
+            lines.append("training kernels: not compiled (the training code is not installed)")
         lines.append(f"warm-up done in {self.seconds:.1f} s")
         return lines
 
@@ -101,19 +105,34 @@ def _records() -> dict:
     return records if isinstance(records, dict) else {}
 
 
-def _recorded_folder() -> str | None:
-    """The cache folder of the last complete warm-up of these kernels, when its index files
-    are all still there; None otherwise (never recorded, other kernels or numba, removed)."""
+def _recorded_folder(training: bool) -> str | None:
+    """The cache folder of the last complete warm-up of these kernels (with the training ones
+    when ``training``; a warm-up with them also covers inference), when its index files are
+    all still there; None otherwise (never recorded, other kernels or numba, removed)."""
+    records = _records()
+    scopes = ("training",) if training else ("training", "inference")
+    for scope in scopes:
+        try:
+            record = records[f"{cache_key()}|{scope}"]
+            folder, kernels = Path(record["cache_folder"]), list(record["kernels"])
+        except (TypeError, KeyError):
+            continue
+        if kernels and all(any(folder.glob(f"{kernel}-*.nbi")) for kernel in kernels):
+            return str(folder)
+    return None
+
+
+def training_installed() -> bool:
+    """Whether the training code (``training/``: a checkout, the Slicer module) is importable
+    here; the wheel does not ship it, so its warm-up compiles the inference kernels only."""
+    import importlib.util
+
     try:
-        record = _records()[cache_key()]
-        folder, kernels = Path(record["cache_folder"]), list(record["kernels"])
-    except (TypeError, KeyError):
-        return None
-    if not kernels:
-        return None
-    if not all(any(folder.glob(f"{kernel}-*.nbi")) for kernel in kernels):
-        return None
-    return str(folder)
+        spec = importlib.util.find_spec("training")
+    except (ImportError, ValueError):
+        return False
+    places = list(spec.submodule_search_locations or []) if spec else []
+    return any((Path(place) / "train.py").is_file() for place in places)
 
 
 def needs_first_run_warmup() -> bool:
@@ -124,7 +143,7 @@ def needs_first_run_warmup() -> bool:
         return False
     if not any(Path(__file__).resolve().parents[1].glob("segresmamba-*.dist-info")):
         return False
-    return _recorded_folder() is None
+    return _recorded_folder(training=False) is None
 
 
 def _record(report: WarmupReport) -> None:
@@ -135,7 +154,7 @@ def _record(report: WarmupReport) -> None:
     modules = {name: module for module, names in KERNELS.items() for name in names}
     used = sorted({entry.split("(", 1)[0] for entry in report.compiled + report.from_cache})
     records = _records()
-    records[cache_key()] = {
+    records[f"{cache_key()}|{'training' if report.training else 'inference'}"] = {
         "cache_folder": report.cache_folder,
         "kernels": [f"{modules[name]}.{name}" for name in used],
         "seconds": round(report.seconds, 1),
@@ -178,10 +197,11 @@ def _dispatchers() -> dict:
     return found
 
 
-def _run_network() -> None:
+def _run_network(training: bool) -> None:
     """A small SegResMamba (the phantom task's widths) on one 64^3 window: once as inference
-    runs it, once as training runs it. The kernels get the same argument types (dtypes, array
-    layouts, flags) whatever the network's widths, so the cache serves every task."""
+    runs it, and with ``training`` once as training runs it (forward and backward). The kernels
+    get the same argument types (dtypes, array layouts, flags) whatever the network's widths,
+    so the cache serves every task."""
     import torch
 
     from .network import SegResMamba
@@ -192,22 +212,28 @@ def _run_network() -> None:
     model.eval()
     with torch.inference_mode():
         model(window)
+    if not training:
+        return
     model.train()
     model(window).float().square().mean().backward()
 
 
-def warm_up(force: bool = False) -> WarmupReport:
-    """Compile (or load from numba's cache) every kernel inference and training use; returns
-    what was compiled. A warm-up of these very kernels into a cache that still holds them is
-    not repeated (``force``: run anyway). Raises SegResMambaError when the cache folder cannot
-    be written."""
+def warm_up(force: bool = False, training: bool | None = None) -> WarmupReport:
+    """Compile (or load from numba's cache) every kernel inference uses, and those training
+    uses when ``training`` (None: where the training code is installed, :func:`training_installed`);
+    returns what was compiled. A warm-up of these very kernels into a cache that still holds
+    them is not repeated (``force``: run anyway). Raises SegResMambaError when the cache folder
+    cannot be written."""
     started = time.perf_counter()
+    training = training_installed() if training is None else training
     asked = os.environ.get("NUMBA_CACHE_DIR")
     if asked:
         _check_cache_folder(asked)
-    folder = None if force else _recorded_folder()
+    folder = None if force else _recorded_folder(training)
     if folder is not None:
-        return WarmupReport(folder, seconds=time.perf_counter() - started, recorded=True)
+        return WarmupReport(
+            folder, seconds=time.perf_counter() - started, recorded=True, training=training
+        )
     try:
         import numba  # noqa: F401
     except ImportError:
@@ -220,8 +246,8 @@ def warm_up(force: bool = False) -> WarmupReport:
 
     configure_threads()  # as segment does: SEGRESMAMBA_THREADS / _RESERVE_CORES (Slicer) hold
     kernels = _dispatchers()
-    _run_network()
-    report = WarmupReport(str(next(iter(kernels.values())).stats.cache_path))
+    _run_network(training)
+    report = WarmupReport(str(next(iter(kernels.values())).stats.cache_path), training=training)
     for name, kernel in kernels.items():
         stats = kernel.stats
         report.compiled += [f"{name}{tuple(s)}" for s in stats.cache_misses]
