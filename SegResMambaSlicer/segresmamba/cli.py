@@ -258,9 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_segment(args: argparse.Namespace) -> int:
     from .cli_segment import run_segment
+    from .monai_light import import_monai_for_inference
     from .threads import configure_threads
 
     configure_threads()  # from the CPU affinity; SEGRESMAMBA_THREADS / _RESERVE_CORES adjust
+    import_monai_for_inference()  # without SciPy, matplotlib, TensorBoard: seconds at start
 
     return run_segment(args)
 
@@ -273,9 +275,11 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .cli_segment import run_demo
+    from .monai_light import import_monai_for_inference
     from .threads import configure_threads
 
     configure_threads()
+    import_monai_for_inference()
 
     return run_demo(args)
 
