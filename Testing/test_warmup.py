@@ -178,3 +178,33 @@ def test_first_run_warmup_is_due_only_for_an_installed_wheel(tmp_path: Path) -> 
         assert done.returncode == 0, done.stderr
         due[name] = done.stdout.strip()
     assert due == {"wheel": "True", "slicer": "False", "checkout": "False"}
+
+
+def test_a_first_run_warmup_that_cannot_run_only_warns(tmp_path: Path) -> None:
+    """The wheel's first segment with an unwritable NUMBA_CACHE_DIR: one warning, and the
+    command goes on (here to its own one-line error about the missing input)."""
+    site = tmp_path / "site-packages"
+    source = REPO / "SegResMambaSlicer" / "segresmamba"
+    shutil.copytree(source, site / "segresmamba", ignore=shutil.ignore_patterns("__pycache__"))
+    (site / "segresmamba-0.1.0.dist-info").mkdir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(site), SEGRESMAMBA_HOME=str(tmp_path / "home"))
+    env["NUMBA_CACHE_DIR"] = str(blocker / "cache")
+    env.pop("SEGRESMAMBA_NO_WARMUP", None)
+    missing = tmp_path / "missing.nii.gz"
+    done = subprocess.run(
+        [sys.executable, "-m", "segresmamba", "segment", "-t", "phantom", "-i", str(missing)]
+        + ["-o", str(tmp_path / "out.nii.gz")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert any(
+        line.startswith("warning: kernel warm-up skipped: the numba cache") for line in lines
+    )
+    assert lines[-1].startswith("error: ") and "missing.nii.gz" in lines[-1], lines

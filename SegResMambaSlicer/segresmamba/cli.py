@@ -239,9 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
         epilog=EPILOG,
         help="compile the CPU kernels into numba's cache now, not at the first segmentation",
-        description="Compile the numba kernels that inference and training use into numba's "
-        "cache (NUMBA_CACHE_DIR if set), so the first segmentation does not wait for them. Fast "
-        "when the cache is already warm.",
+        description="Compile the numba kernels that inference uses (and training, where the "
+        "training code is installed) into numba's cache (NUMBA_CACHE_DIR if set), so the first "
+        "segmentation does not wait for them. Fast when the cache is already warm.",
     )
     warmup.add_argument(
         "--force", action="store_true", help="run the kernels even where a warm cache is recorded"
@@ -295,13 +295,20 @@ def _run_warmup(args: argparse.Namespace) -> int:
 
 def _first_run_warmup(args: argparse.Namespace) -> None:
     """An installed engine (the wheel) compiles its kernels on its first segment or demo, said
-    in one line, so the cost is named once instead of hiding in the first case's time."""
+    in one line, so the cost is named once instead of hiding in the first case's time. A
+    warm-up that cannot run (an unwritable cache folder) is only a warning: the kernels then
+    compile on first use, as without it."""
     from .warmup import needs_first_run_warmup, warm_up
 
     if args.command in ("segment", "demo") and needs_first_run_warmup():
         log = logging.getLogger("segresmamba")
         log.info("first run: compiling the CPU kernels once (segresmamba warmup)")
-        for line in warm_up().lines():
+        try:
+            report = warm_up()
+        except SegResMambaError as error:
+            log.warning("kernel warm-up skipped: %s", _one_line(error))
+            return
+        for line in report.lines():
             log.info("warmup: %s", line)
 
 
