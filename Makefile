@@ -8,7 +8,10 @@ CONSTRAINTS := requirements/constraints.txt
 
 .PHONY: install test lint format demo bench clean
 
+# warmup compiles the numba kernels into numba's cache now, so the first segmentation does not
+# (it returns at once when this checkout's kernels are already compiled).
 install: $(STAMP)
+	$(PY) -m segresmamba warmup
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)

@@ -277,7 +277,10 @@ class SegResMambaSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ):
             return
         try:
-            install_and_report(plan)  # one error dialog on failure (Slicer 5.11+ shows pip's)
+            if install_and_report(plan):  # one error dialog on failure (Slicer 5.11+ shows pip's)
+                from SegResMambaSlicerLib.warmup import start_background_warmup
+
+                self._warmup = start_background_warmup()  # the first Apply does not compile
         finally:
             self.refreshDependencies()
             if self._parameterNode:

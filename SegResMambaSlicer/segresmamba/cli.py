@@ -239,6 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(demo)
     demo.set_defaults(run=_run_demo)
 
+    warmup = commands.add_parser(
+        "warmup",
+        parents=[_common()],
+        formatter_class=formatter,
+        epilog=EPILOG,
+        help="compile the CPU kernels into numba's cache now, not at the first segmentation",
+        description="Compile the numba kernels that inference uses (and training, where the "
+        "training code is installed) into numba's cache (NUMBA_CACHE_DIR if set), so the first "
+        "segmentation does not wait for them. Fast when the cache is already warm.",
+    )
+    warmup.add_argument(
+        "--force", action="store_true", help="run the kernels even where a warm cache is recorded"
+    )
+    warmup.set_defaults(run=_run_warmup)
+
     bench = commands.add_parser(
         "bench", help="benchmark (arguments go to segresmamba.bench)", add_help=False
     )
@@ -249,9 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_segment(args: argparse.Namespace) -> int:
     from .cli_segment import run_segment
+    from .monai_light import import_monai_for_inference
     from .threads import configure_threads
 
     configure_threads()  # from the CPU affinity; SEGRESMAMBA_THREADS / _RESERVE_CORES adjust
+    import_monai_for_inference()  # without SciPy, matplotlib, TensorBoard: seconds at start
 
     return run_segment(args)
 
@@ -264,11 +281,41 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .cli_segment import run_demo
+    from .monai_light import import_monai_for_inference
     from .threads import configure_threads
 
     configure_threads()
+    import_monai_for_inference()
 
     return run_demo(args)
+
+
+def _run_warmup(args: argparse.Namespace) -> int:
+    from .warmup import warm_up
+
+    report = warm_up(force=args.force)
+    if not args.quiet:
+        print("\n".join(report.lines()))
+    return 0
+
+
+def _first_run_warmup(args: argparse.Namespace) -> None:
+    """An installed engine (the wheel) compiles its kernels on its first segment or demo, said
+    in one line, so the cost is named once instead of hiding in the first case's time. A
+    warm-up that cannot run (an unwritable cache folder) is only a warning: the kernels then
+    compile on first use, as without it."""
+    from .warmup import needs_first_run_warmup, warm_up
+
+    if args.command in ("segment", "demo") and needs_first_run_warmup():
+        log = logging.getLogger("segresmamba")
+        log.info("first run: compiling the CPU kernels once (segresmamba warmup)")
+        try:
+            report = warm_up()
+        except SegResMambaError as error:
+            log.warning("kernel warm-up skipped: %s", _one_line(error))
+            return
+        for line in report.lines():
+            log.info("warmup: %s", line)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -328,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.debug = getattr(args, "debug", False)
     _configure_logging(args.quiet, args.debug)
     try:
+        _first_run_warmup(args)
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
