@@ -384,6 +384,8 @@ def test_ctrl_c_exits_130_and_leaves_no_file(work):
             "--model",
             "phantom.safetensors",
             "--tta",
+            "--overlap",  # many windows: the work outlasts the signal's way even on a fast,
+            "0.85",  # idle machine (at 0.25 the run could end before the signal came)
         ],
         cwd=work,
         stderr=subprocess.PIPE,

@@ -157,8 +157,9 @@ def test_a_foreign_statistics_file_is_refused_without_overwrite(tmp_path: Path):
 
 
 def test_ctrl_c_in_a_plain_cohort_keeps_the_finished_cases_statistics(tmp_path: Path):
-    for seed in (1, 2):
-        ct, _ = make_phantom(seed, size=(64, 64, 40))
+    # ct2 is large, so its run outlasts the signal's way even on a fast, idle machine
+    for seed, size in ((1, (64, 64, 40)), (2, (192, 192, 120))):
+        ct, _ = make_phantom(seed, size=size)
         sitk.WriteImage(ct, str(tmp_path / f"ct{seed}.nii.gz"))
     model = tiny_checkpoint(tmp_path / "phantom.safetensors", "phantom")
     stats = tmp_path / "stats.json"
