@@ -331,7 +331,6 @@ def _segment_case(args, task, case: Case, model, label: str, statistics: list | 
         checkpoint = resolve_model(task, args.model, progress=not args.quiet)
         model, _header = load_checkpoint(checkpoint, task=task)
         _log.info("model %s", checkpoint)
-    started = time.perf_counter()
     bar = (
         JsonProgress(label)
         if getattr(args, "progress_json", False)
@@ -363,8 +362,6 @@ def _segment_case(args, task, case: Case, model, label: str, statistics: list | 
     if statistics is not None:
         segments = segments_for(task, result, args.brats_convention)
         statistics += segment_statistics(case.name, result, images[0], segments)
-    if not args.quiet:
-        print(f"{case.name}: wrote {case.output} ({time.perf_counter() - started:.1f} s)")
     return model
 
 

@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,7 @@ def run_in_turn(
         for number, case in enumerate(cases, start=1):
             label = case.name if len(cases) == 1 else f"[{number}/{len(cases)}] {case.name}"
             rows: list | None = [] if statistics_path else None
+            started = time.perf_counter()
             try:
                 model = segment_case(args, task, case, model, label, rows)
             except Exception as error:  # expected or a bug: one case must not stop the cohort
@@ -197,8 +199,7 @@ def run_in_turn(
                     raise
                 record_failure(outcome, case.name, error, getattr(args, "debug", False))
                 continue
-            outcome.done.append(case.name)
-            outcome.statistics += rows or []
+            _count_done(args, outcome, case, rows, started)
     finally:  # also after Ctrl+C: the finished cases' statistics are kept
         if len(cases) > 1:
             print_summary([outcome])
@@ -227,11 +228,20 @@ def _run_share(args, task, plan, segment_case, rank: Rank) -> Outcome:
             continue
         label = f"[rank {rank.rank}: {number}/{len(mine)}] {case.name}"
         rows: list | None = [] if getattr(args, "statistics", None) else None
+        started = time.perf_counter()
         try:
             model = segment_case(args, task, case, model, label, rows)
         except Exception as error:  # expected or a bug: one case must not stop the cohort
             record_failure(outcome, case.name, error, getattr(args, "debug", False))
             continue
-        outcome.done.append(case.name)
-        outcome.statistics += rows or []
+        _count_done(args, outcome, case, rows, started)
     return outcome
+
+
+def _count_done(args: argparse.Namespace, outcome: Outcome, case, rows, started: float) -> None:
+    """A written case is counted, then announced: a Ctrl+C after the "wrote" line still finds
+    the case, and its statistics, in the summary."""
+    outcome.statistics += rows or []
+    outcome.done.append(case.name)
+    if not args.quiet:
+        print(f"{case.name}: wrote {case.output} ({time.perf_counter() - started:.1f} s)")
